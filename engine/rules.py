@@ -1,0 +1,448 @@
+"""Attribution and rules (SPEC 3): what is in force for a login at a given instant.
+
+Every item is effective-dated and nothing is retroactive. The seed and every admin command are
+turned into `Change`s (subject, id, instant, fields); `RuleBook` folds them in time order into
+versions, so `resolve(login, close_time)` answers with the rules in force when the order closed,
+whatever was changed afterwards.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from engine.errors import ConfigError
+
+__all__ = [
+    "SUBJECTS",
+    "Account",
+    "Attribution",
+    "Change",
+    "Client",
+    "Ib",
+    "Loyalty",
+    "Plan",
+    "Rule",
+    "RuleBook",
+    "SymbolMap",
+    "Upline",
+]
+
+SUBJECTS = ("account", "client", "ib", "plan", "loyalty", "symbols")
+_GLOBAL = ""  # id of the singleton subjects (loyalty, symbols)
+METHODS = ("per_lot_usd", "spread_pct", "commission_pct")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One effective-dated change: `fields` replace the subject's fields from `at` on.
+
+    `seq` orders changes with the same `at` (later wins): the seed's item order, then the
+    admin log's order.
+    """
+
+    at: datetime
+    subject: str
+    id: str
+    fields: Mapping[str, Any]
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    login: int
+    client: str
+    type: str
+    live: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    id: str
+    ib: str | None = None
+    verified: bool = False
+    rebate_pct: Decimal | None = None
+    """Client override of the IB's default rebate pct; None = use the IB default."""
+    rebate_status: str = "active"  # active | suspended | cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Ib:
+    id: str
+    plan: str
+    parent: str | None = None
+    rebate_pct: Decimal = Decimal(0)
+    client: str | None = None
+    """The IB's own client id: trades of its accounts are self trades."""
+    status: str = "active"  # active | suspended | terminated
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One plan rule. `index` is its position in the plan, named in every credit's basis."""
+
+    index: int
+    account_types: tuple[str, ...]
+    symbols: tuple[str, ...]
+    method: str  # one of METHODS
+    rate: Decimal
+    max_usd_per_lot: Decimal | None = None
+
+    @property
+    def label(self) -> str:
+        cap = f" cap {self.max_usd_per_lot}/lot" if self.max_usd_per_lot is not None else ""
+        return (
+            f"#{self.index} types={','.join(self.account_types)} "
+            f"symbols={','.join(self.symbols)} {self.method}={self.rate}{cap}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    id: str
+    rules: tuple[Rule, ...]
+    upline_override_pct: tuple[Decimal, ...] = ()
+    min_hold_seconds: int = 0
+    min_points: int = 0
+    exclude_self_trades: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Loyalty:
+    accrual_pct: Decimal = Decimal(10)
+    coverage_pct: Decimal = Decimal(50)
+    exclude_ib_referred: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolMap:
+    suffixes: tuple[str, ...] = ()
+    groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def normalize(self, symbol: str) -> str:
+        """Strip the first (longest) matching server suffix: "XAUUSD.m" -> "XAUUSD"."""
+        upper = symbol.upper()
+        for suffix in self.suffixes:  # sorted longest first at construction
+            if upper.endswith(suffix) and len(upper) > len(suffix):
+                return upper[: -len(suffix)]
+        return upper
+
+
+@dataclass(frozen=True, slots=True)
+class Upline:
+    """An IB above the direct IB: `level` 2 is the direct IB's parent."""
+
+    level: int
+    ib: Ib
+    plan: Plan
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Everything in force for one login at one instant."""
+
+    account: Account
+    client: Client
+    ib: Ib | None
+    plan: Plan | None
+    uplines: tuple[Upline, ...]
+    loyalty: Loyalty
+    symbols: SymbolMap
+
+
+class _Timeline:
+    """Versions of one subject, sorted by effective time."""
+
+    __slots__ = ("times", "values")
+
+    def __init__(self) -> None:
+        self.times: list[datetime] = []
+        self.values: list[Any] = []
+
+    def at(self, when: datetime) -> Any:
+        # Fast path: most subjects never change after they are created.
+        if len(self.times) == 1:
+            return self.values[0] if self.times[0] <= when else None
+        i = bisect.bisect_right(self.times, when)
+        return self.values[i - 1] if i else None
+
+
+class RuleBook:
+    """The folded history of every rule subject; answers `resolve(login, at)`."""
+
+    def __init__(self, changes: Iterable[Change] = (), *, depth_limit: int = 10) -> None:
+        self.depth_limit = depth_limit
+        self._changes: dict[tuple[str, str], list[Change]] = {}
+        self._timelines: dict[tuple[str, str], _Timeline] = {}
+        self._rule_cache: dict[tuple[int, int, str, str], Rule | None] = {}
+        # Attribution only changes at a change instant, so (login, epoch) is a safe cache key:
+        # the epoch is the index of the last change instant at or before the fill's close.
+        self._instants: list[datetime] = []
+        self._resolved: dict[tuple[int, int], Attribution | None] = {}
+        self._seq = 0
+        self.extend(changes)
+
+    # -- building ------------------------------------------------------------------------
+
+    def extend(self, changes: Iterable[Change]) -> None:
+        """Add changes (seed items or admin commands) and refold the subjects they touch."""
+        touched: set[tuple[str, str]] = set()
+        for change in changes:
+            if change.subject not in SUBJECTS:
+                raise ConfigError("schema", f"unknown subject {change.subject!r}")
+            self._seq += 1
+            key = (change.subject, change.id)
+            self._changes.setdefault(key, []).append(
+                Change(change.at, change.subject, change.id, change.fields, self._seq)
+            )
+            touched.add(key)
+        for key in touched:
+            self._timelines[key] = self._fold(key)
+        if touched:
+            self._rule_cache.clear()
+            self._resolved.clear()
+            self._instants = sorted({c.at for cs in self._changes.values() for c in cs})
+
+    def _fold(self, key: tuple[str, str]) -> _Timeline:
+        subject, ident = key
+        timeline = _Timeline()
+        current: dict[str, Any] = {}
+        for change in sorted(self._changes[key], key=lambda c: (c.at, c.seq)):
+            reactivates = change.fields.get("rebate_status", "cancelled") != "cancelled"
+            if subject == "client" and current.get("rebate_status") == "cancelled" and reactivates:
+                raise ConfigError(
+                    "schema",
+                    f"client {ident}: a cancelled rebate cannot be reactivated "
+                    f"(change at {change.at.isoformat()})",
+                )
+            current = {**current, **change.fields}
+            value = _BUILDERS[subject](ident, current)
+            if timeline.times and timeline.times[-1] == change.at:
+                timeline.values[-1] = value
+            else:
+                timeline.times.append(change.at)
+                timeline.values.append(value)
+        return timeline
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def get(self, subject: str, ident: str, at: datetime) -> Any:
+        timeline = self._timelines.get((subject, ident))
+        return timeline.at(at) if timeline else None
+
+    def loyalty(self, at: datetime) -> Loyalty:
+        value: Loyalty | None = self.get("loyalty", _GLOBAL, at)
+        return value or Loyalty()
+
+    def symbols(self, at: datetime) -> SymbolMap:
+        value: SymbolMap | None = self.get("symbols", _GLOBAL, at)
+        return value or SymbolMap()
+
+    def subjects(self, subject: str) -> list[str]:
+        return sorted(ident for (s, ident) in self._timelines if s == subject)
+
+    def resolve(self, login: int, at: datetime) -> Attribution | None:
+        """The attribution in force at `at`; None for a login unknown at that time.
+
+        Raises:
+            ConfigError: an IB cycle, or a reference to an unknown client, IB or plan.
+        """
+        key = (login, bisect.bisect_right(self._instants, at))
+        try:
+            return self._resolved[key]
+        except KeyError:
+            pass
+        attribution = self._resolve(login, at)  # a ConfigError is not cached: it is rare
+        if len(self._resolved) > 200_000:  # bound memory on very large books
+            self._resolved.clear()
+        self._resolved[key] = attribution
+        return attribution
+
+    def _resolve(self, login: int, at: datetime) -> Attribution | None:
+        account: Account | None = self.get("account", str(login), at)
+        if account is None:
+            return None
+        client: Client | None = self.get("client", account.client, at)
+        if client is None:
+            raise ConfigError("unknown_client", f"account {login}: unknown client")
+        ib = plan = None
+        uplines: list[Upline] = []
+        if client.ib is not None:
+            ib = self._ib(client.ib, at, f"client {client.id}")
+            plan = self._plan(ib, at)
+            uplines = self._uplines(ib, at)
+        return Attribution(
+            account, client, ib, plan, tuple(uplines), self.loyalty(at), self.symbols(at)
+        )
+
+    def _ib(self, ident: str, at: datetime, referrer: str) -> Ib:
+        ib: Ib | None = self.get("ib", ident, at)
+        if ib is None:
+            raise ConfigError("unknown_ib", f"{referrer}: unknown IB {ident!r}")
+        return ib
+
+    def _plan(self, ib: Ib, at: datetime) -> Plan:
+        plan: Plan | None = self.get("plan", ib.plan, at)
+        if plan is None:
+            raise ConfigError("unknown_plan", f"IB {ib.id}: unknown plan {ib.plan!r}")
+        return plan
+
+    def _uplines(self, direct: Ib, at: datetime) -> list[Upline]:
+        """Walk the parents of `direct`: paid up to the depth limit, checked to the root.
+
+        The walk continues past the depth limit (without paying) so that a cycle is always
+        reported as a configuration error instead of being silently cut off.
+        """
+        uplines: list[Upline] = []
+        chain = [direct.id]
+        node = direct
+        level = 1
+        while node.parent is not None:
+            if node.parent in chain:
+                raise ConfigError("ib_cycle", f"IB cycle: {' -> '.join([*chain, node.parent])}")
+            parent = self._ib(node.parent, at, f"IB {node.id}")
+            chain.append(parent.id)
+            level += 1
+            if level <= self.depth_limit:
+                uplines.append(Upline(level, parent, self._plan(parent, at)))
+            node = parent
+        return uplines
+
+    def match_rule(
+        self, plan: Plan, symbols: SymbolMap, account_type: str, symbol: str
+    ) -> Rule | None:
+        """The plan's most specific rule for this account type and symbol.
+
+        Specificity: exact symbol > symbol group > "*"; then exact account type > "*"; then
+        the rule's order in the plan.
+        """
+        key = (id(plan), id(symbols), account_type, symbol)
+        try:
+            return self._rule_cache[key]
+        except KeyError:
+            pass
+        normalized = symbols.normalize(symbol)
+        best: tuple[int, int, int] | None = None
+        chosen: Rule | None = None
+        for rule in plan.rules:
+            if account_type in rule.account_types:
+                type_score = 1
+            elif "*" in rule.account_types:
+                type_score = 0
+            else:
+                continue
+            symbol_score = _symbol_score(rule.symbols, normalized, symbols)
+            if symbol_score < 0:
+                continue
+            score = (symbol_score, type_score, -rule.index)
+            if best is None or score > best:
+                best, chosen = score, rule
+        self._rule_cache[key] = chosen
+        return chosen
+
+
+def _symbol_score(patterns: tuple[str, ...], symbol: str, symbols: SymbolMap) -> int:
+    score = -1
+    for pattern in patterns:
+        if pattern.upper() == symbol:
+            return 2
+        group = symbols.groups.get(pattern)
+        if group is not None and symbol in group:
+            score = max(score, 1)
+        elif pattern == "*":
+            score = max(score, 0)
+    return score
+
+
+# -- building domain values from folded fields -----------------------------------------------
+
+
+def _dec(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _opt_dec(value: Any) -> Decimal | None:
+    return None if value is None else _dec(value)
+
+
+def _build_account(ident: str, f: Mapping[str, Any]) -> Account:
+    return Account(
+        int(ident), str(f["client"]), str(f.get("type", "standard")), bool(f.get("live", True))
+    )
+
+
+def _build_client(ident: str, f: Mapping[str, Any]) -> Client:
+    return Client(
+        ident,
+        f.get("ib"),
+        bool(f.get("verified", False)),
+        _opt_dec(f.get("rebate_pct")),
+        str(f.get("rebate_status", "active")),
+    )
+
+
+def _build_ib(ident: str, f: Mapping[str, Any]) -> Ib:
+    return Ib(
+        ident,
+        str(f["plan"]),
+        f.get("parent"),
+        _dec(f.get("rebate_pct", 0)),
+        f.get("client"),
+        str(f.get("status", "active")),
+    )
+
+
+def _build_rule(index: int, f: Mapping[str, Any]) -> Rule:
+    methods = [m for m in METHODS if f.get(m) is not None]
+    if len(methods) != 1:
+        raise ConfigError("schema", f"rule #{index} needs exactly one of {', '.join(METHODS)}")
+    return Rule(
+        index,
+        tuple(str(t) for t in f.get("account_types", ["*"])),
+        tuple(str(s) for s in f.get("symbols", ["*"])),
+        methods[0],
+        _dec(f[methods[0]]),
+        _opt_dec(f.get("max_usd_per_lot")),
+    )
+
+
+def _build_plan(ident: str, f: Mapping[str, Any]) -> Plan:
+    return Plan(
+        ident,
+        tuple(_build_rule(i, r) for i, r in enumerate(f.get("rules", []), start=1)),
+        tuple(_dec(p) for p in f.get("upline_override_pct", [])),
+        int(f.get("min_hold_seconds", 0)),
+        int(f.get("min_points", 0)),
+        bool(f.get("exclude_self_trades", True)),
+    )
+
+
+def _build_loyalty(_: str, f: Mapping[str, Any]) -> Loyalty:
+    return Loyalty(
+        _dec(f.get("accrual_pct", 10)),
+        _dec(f.get("coverage_pct", 50)),
+        bool(f.get("exclude_ib_referred", False)),
+    )
+
+
+def _build_symbols(_: str, f: Mapping[str, Any]) -> SymbolMap:
+    suffixes = sorted({str(s).upper() for s in f.get("suffixes", [])}, key=len, reverse=True)
+    groups = {
+        str(name): frozenset(str(s).upper() for s in members)
+        for name, members in dict(f.get("groups", {})).items()
+    }
+    return SymbolMap(tuple(suffixes), groups)
+
+
+_BUILDERS: dict[str, Any] = {
+    "account": _build_account,
+    "client": _build_client,
+    "ib": _build_ib,
+    "plan": _build_plan,
+    "loyalty": _build_loyalty,
+    "symbols": _build_symbols,
+}
