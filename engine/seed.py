@@ -219,10 +219,10 @@ class _Builder:
                     {k: v for k, v in item.items() if k not in ("at", subject)}, where
                 )
                 ident = item[subject]
-                if subject in ("loyalty", "symbols"):
-                    body = ident if isinstance(ident, dict) else {}
+                if isinstance(ident, dict):  # {plan: {id, ...}}, {loyalty: {...}}: the body
+                    body = dict(ident)
+                    ident = body.pop("id", "")
                     fields = {**self._fields(body, f"{where}.{subject}"), **fields}
-                    ident = ""
                 if not fields:
                     raise self.fail(where, f"change of {subject} {ident} changes nothing")
                 return Change(at, subject, str(ident), fields)
