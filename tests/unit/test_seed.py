@@ -80,7 +80,7 @@ def test_a_change_dated_before_a_later_one_still_reaches_it() -> None:
 
 def test_plan_and_loyalty_changes() -> None:
     text = SPEC_EXAMPLE.read_text() + (
-        '  - {at: "2024-07-01T00:00:00Z", plan: {id: std, min_hold_seconds: 60}}\n'
+        '  - {at: "2024-07-01T00:00:00Z", plan: std, min_hold_seconds: 60}\n'
         '  - {at: "2024-07-01T00:00:00Z", loyalty: {accrual_pct: "12"}}\n'
     )
     book = parse_seed(text, "seed.yaml").rulebook()
