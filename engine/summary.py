@@ -17,7 +17,7 @@ __all__ = ["Summary"]
 class Summary:
     fills: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)  # (outcome, reason)
     dead_letters: Counter[str] = field(default_factory=Counter)
     credits: int = 0
     by_kind: dict[tuple[str, str], tuple[int, Decimal]] = field(default_factory=dict)
@@ -28,12 +28,13 @@ class Summary:
         self.fills += 1
         self.outcomes[outcome] += 1
         if reason:
-            self.reasons[reason] += 1
+            self.reasons[(outcome, reason)] += 1
 
     def add_dead_letter(self, reason: str) -> None:
         self.fills += 1
         self.outcomes["dead_lettered"] += 1
         self.dead_letters[reason] += 1
+        self.reasons[("dead_lettered", reason)] += 1
 
     def add_credit(self, credit: Mapping[str, Any]) -> None:
         amount = Decimal(credit["amount"])
