@@ -54,12 +54,19 @@ def test_withheld_commission_pays_no_rebate_and_no_override(
 def test_exactly_at_the_limits_is_paid() -> None:
     # held exactly 180 s and moved exactly 30 points: both limits are "at least".
     result = make_ledger(SEED).process(
-        make_fill(login=1, volume=lots(1), open_time="2024-03-01T10:00:00Z",
-                  close_time="2024-03-01T10:03:00Z", close_price="1.08030")  # fmt: skip
+        make_fill(
+            login=1,
+            volume=lots(1),
+            open_time="2024-03-01T10:00:00Z",
+            close_time="2024-03-01T10:03:00Z",
+            close_price="1.08030",
+        )
     )
-    assert amounts(result) == {("ib_commission", "IB-1"): "8.00",
-                               ("client_rebate", "C-1"): "2.00",
-                               ("ib_override", "IB-UP"): "2.00"}  # fmt: skip
+    assert amounts(result) == {
+        ("ib_commission", "IB-1"): "8.00",
+        ("client_rebate", "C-1"): "2.00",
+        ("ib_override", "IB-UP"): "2.00",
+    }
 
 
 def test_self_trades_can_be_allowed_by_the_plan() -> None:
@@ -69,13 +76,19 @@ def test_self_trades_can_be_allowed_by_the_plan() -> None:
 
 
 def test_demo_and_unknown_logins_earn_nothing_and_are_counted() -> None:
-    seed = SEED.replace("{login: 2, client: C-IB, type: standard}",
-                        "{login: 2, client: C-IB, type: standard, live: false}")  # fmt: skip
+    seed = SEED.replace(
+        "{login: 2, client: C-IB, type: standard}",
+        "{login: 2, client: C-IB, type: standard, live: false}",
+    )
     ledger = make_ledger(seed)
     demo = ledger.process(make_fill(login=2, commission="-5.00"))
     unknown = ledger.process(make_fill(login=777, deal=2, commission="-5.00"))
     assert (demo.outcome, demo.reason, demo.credits) == ("not_earning", "demo_account", ())
-    assert (unknown.outcome, unknown.reason, unknown.credits) == ("not_earning", "unknown_login", ())
+    assert (unknown.outcome, unknown.reason, unknown.credits) == (
+        "not_earning",
+        "unknown_login",
+        (),
+    )
 
 
 def test_opening_deals_are_acknowledged_and_ignored() -> None:

@@ -24,8 +24,10 @@ def test_amarkets_100_lots_at_15_usd_with_20_pct_to_clients() -> None:
     # 100 lots x $15 = $1,500 gross; 20% to the client = $300; the IB keeps $1,200.
     ledger = make_ledger(AMARKETS)
     result = ledger.process(make_fill(volume=lots(100)))
-    assert amounts(result) == {("ib_commission", "IB-A"): "1200.00",
-                               ("client_rebate", "C-1"): "300.00"}  # fmt: skip
+    assert amounts(result) == {
+        ("ib_commission", "IB-A"): "1200.00",
+        ("client_rebate", "C-1"): "300.00",
+    }
     ib = next(c for c in result.credits if c.kind == "ib_commission")
     assert ib.basis["gross"] == "1500.00"
     assert (
@@ -65,7 +67,7 @@ def test_b2core_per_lot_10_lots_at_2_usd_is_20() -> None:
     result = make_ledger(B2CORE).process(
         make_fill(
             symbol="XAUUSD", volume=lots(10), digits=2, open_price="2000.00", close_price="2001.00"
-        )  # fmt: skip
+        )
     )
     assert amounts(result) == {("ib_commission", "IB-B"): "20.00"}
 
@@ -103,16 +105,18 @@ def test_cent_account_tiny_spread_rounds_to_zero_and_emits_nothing() -> None:
     # USC account: 0.01 lot x 10 points x (0.00001 x 1000 = 0.01 USC/point) = 0.001 USC
     # = 0.00001 USD; 37% of that rounds to 0.00, and zero credits are not emitted.
     ledger = make_ledger(SPREAD.replace("{cap}", "100"))
-    result = ledger.process(make_fill(login=900009, currency="USC", volume=1, spread_points=10,
-                                      point_value="0.01"))  # fmt: skip
+    result = ledger.process(
+        make_fill(login=900009, currency="USC", volume=1, spread_points=10, point_value="0.01")
+    )
     assert result.credits == ()
     assert result.outcome == "not_earning"
 
 
 def test_usd_rate_converts_account_currency_costs() -> None:
     # EUR account, usd_rate 1.10: commission EUR 20 -> USD 22; 10% = 2.20.
-    result = make_ledger(B2CORE).process(make_fill(currency="EUR", usd_rate="1.10",
-                                                   commission="-20.00"))  # fmt: skip
+    result = make_ledger(B2CORE).process(
+        make_fill(currency="EUR", usd_rate="1.10", commission="-20.00")
+    )
     assert amounts(result) == {("ib_commission", "IB-B"): "2.20"}
 
 
@@ -150,10 +154,12 @@ loyalty: {accrual_pct: "0"}
         (2, "XAUUSD", "#1", "20.00"),  # metals group, any account type
     ],
 )
-def test_rules_match_most_specific_first(login: int, symbol: str, expected_rule: str,
-                                         amount: str) -> None:  # fmt: skip
-    fill = make_fill(login=login, symbol=symbol, spread_points=10, point_value="1",
-                     commission="-10.00")  # fmt: skip
+def test_rules_match_most_specific_first(
+    login: int, symbol: str, expected_rule: str, amount: str
+) -> None:
+    fill = make_fill(
+        login=login, symbol=symbol, spread_points=10, point_value="1", commission="-10.00"
+    )
     result = make_ledger(SPEC_EXAMPLE_RULES).process(fill)
     ib = next(c for c in result.credits if c.kind == "ib_commission")
     assert ib.basis["rule"].startswith(expected_rule + " ")
@@ -169,9 +175,14 @@ def test_no_matching_rule_pays_nothing_and_says_why() -> None:
 
 @pytest.mark.parametrize(
     ("amount", "expected"),
-    [("2.345", "2.34"), ("2.355", "2.36"), ("0.005", "0.00"), ("0.015", "0.02"),
-     ("-2.345", "-2.34")],
-)  # fmt: skip
+    [
+        ("2.345", "2.34"),
+        ("2.355", "2.36"),
+        ("0.005", "0.00"),
+        ("0.015", "0.02"),
+        ("-2.345", "-2.34"),
+    ],
+)
 def test_rounding_is_half_even_to_the_cent(amount: str, expected: str) -> None:
     assert str(round_cents(Decimal(amount))) == expected
 
@@ -182,13 +193,11 @@ def test_rebate_and_ib_net_sum_to_the_rounded_gross() -> None:
         'rebate_pct: "20"', 'rebate_pct: "33"'
     )
     result = make_ledger(seed).process(make_fill(volume=33))
-    assert amounts(result) == {("ib_commission", "IB-A"): "0.22",
-                               ("client_rebate", "C-1"): "0.11"}  # fmt: skip
+    assert amounts(result) == {("ib_commission", "IB-A"): "0.22", ("client_rebate", "C-1"): "0.11"}
 
 
 def test_mt5_volume_is_in_ten_thousandths_of_a_lot() -> None:
     # MT5 volume 25000 = 2.5 lots; 2.5 x 15 = 37.50; 20% = 7.50.
     result = make_ledger(AMARKETS).process(make_fill(platform="mt5", volume=25000))
-    assert amounts(result) == {("ib_commission", "IB-A"): "30.00",
-                               ("client_rebate", "C-1"): "7.50"}  # fmt: skip
+    assert amounts(result) == {("ib_commission", "IB-A"): "30.00", ("client_rebate", "C-1"): "7.50"}
     assert result.credits[0].fill["lots"] == "2.5"

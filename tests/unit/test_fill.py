@@ -31,8 +31,11 @@ def test_usd_and_cent_accounts_need_no_usd_rate() -> None:
         (b"\xff\xfe", "undecodable", None),
         (b"[1, 2]", "schema", None),
         (fill_line(schema="fill.v2"), "schema", "schema"),
-        (orjson.dumps({k: v for k, v in make_fill_dict().items() if k != "login"}), "schema",
-         "login"),
+        (
+            orjson.dumps({k: v for k, v in make_fill_dict().items() if k != "login"}),
+            "schema",
+            "login",
+        ),
         (fill_line(commission=-7.5), "schema", "commission"),  # a float, not a decimal string
         (fill_line(volume="100"), "schema", "volume"),
         (fill_line(profit="1 344.00"), "schema", "profit"),  # thousands separator (real data)
@@ -48,9 +51,10 @@ def test_usd_and_cent_accounts_need_no_usd_rate() -> None:
         (fill_line(currency="EUR", usd_rate="-1"), "impossible_value", "usd_rate"),
         (fill_line(contract_size="0"), "impossible_value", "contract_size"),
     ],
-)  # fmt: skip
-def test_bad_fills_are_rejected_with_their_reason(raw: bytes, reason: str,
-                                                  field: str | None) -> None:  # fmt: skip
+)
+def test_bad_fills_are_rejected_with_their_reason(
+    raw: bytes, reason: str, field: str | None
+) -> None:
     with pytest.raises(BadFill) as err:
         decode_fill(raw)
     assert err.value.reason == reason

@@ -66,10 +66,12 @@ def test_coverage_and_accrual_use_usd_costs_with_spread() -> None:
 
 def test_ib_referred_clients_can_be_excluded_from_accrual() -> None:
     seed = SEED.replace('coverage_pct: "50"}', 'coverage_pct: "50", exclude_ib_referred: true}')
-    seed = seed.replace("clients: [{id: C-1, verified: true}]",
-                        "plans: [{id: p, rules: [{account_types: ['*'], symbols: ['*'], per_lot_usd: '1'}]}]\n"
-                        "ibs: [{id: IB-1, plan: p}]\n"
-                        "clients: [{id: C-1, ib: IB-1, verified: true}]")  # fmt: skip
+    seed = seed.replace(
+        "clients: [{id: C-1, verified: true}]",
+        "plans: [{id: p, rules: [{account_types: ['*'], symbols: ['*'], per_lot_usd: '1'}]}]\n"
+        "ibs: [{id: IB-1, plan: p}]\n"
+        "clients: [{id: C-1, ib: IB-1, verified: true}]",
+    )
     result = make_ledger(seed).process(_trade(1, "-8.00"))
     assert ("loyalty_accrual", "C-1") not in amounts(result)
 
@@ -98,6 +100,12 @@ def test_cent_account_turnover_counts_lots_over_100() -> None:
 
 def test_fills_closed_before_the_grant_do_not_count() -> None:
     ledger = make_ledger(SEED)
-    ledger.process(make_fill(login=1, volume=lots(9), open_time="2024-01-10T10:00:00Z",
-                             close_time="2024-01-10T10:10:00Z"))  # fmt: skip
+    ledger.process(
+        make_fill(
+            login=1,
+            volume=lots(9),
+            open_time="2024-01-10T10:00:00Z",
+            close_time="2024-01-10T10:10:00Z",
+        )
+    )
     assert ledger.account(1).bonuses[0].turnover_lots == 0

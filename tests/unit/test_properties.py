@@ -64,8 +64,9 @@ fill_overrides = st.fixed_dictionaries(
         "symbol": st.sampled_from(["EURUSD", "XAUUSD"]),
         "commission": st.decimals(min_value=-500, max_value=0, places=2).map(str),
         "spread_points": st.one_of(st.none(), st.integers(min_value=0, max_value=500)),
-        "point_value": st.one_of(st.none(), st.decimals(min_value=0, max_value=10, places=5)
-                                 .map(str)),  # fmt: skip
+        "point_value": st.one_of(
+            st.none(), st.decimals(min_value=0, max_value=10, places=5).map(str)
+        ),
     }
 )
 
@@ -90,13 +91,23 @@ def test_every_fill_splits_exactly_and_a_delete_cancels_it(overrides: dict[str, 
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(fill_overrides, st.sampled_from(["add", "update", "delete"]),
-                          st.integers(min_value=1, max_value=8)), max_size=25))  # fmt: skip
+@given(
+    st.lists(
+        st.tuples(
+            fill_overrides,
+            st.sampled_from(["add", "update", "delete"]),
+            st.integers(min_value=1, max_value=8),
+        ),
+        max_size=25,
+    )
+)
 def test_replaying_the_same_input_twice_is_byte_identical(
     stream: list[tuple[dict[str, Any], str, int]],
 ) -> None:
-    lines = [("s", i, orjson.dumps(make_fill_dict(**o, event=e, deal=d)))
-             for i, (o, e, d) in enumerate(stream)]  # fmt: skip
+    lines = [
+        ("s", i, orjson.dumps(make_fill_dict(**o, event=e, deal=d)))
+        for i, (o, e, d) in enumerate(stream)
+    ]
 
     def run() -> bytes:
         out: list[bytes] = []

@@ -21,10 +21,12 @@ def test_update_of_a_credited_deal_reverses_then_recomputes() -> None:
     ledger = make_ledger(SEED)
     # add: 2 lots x $10 = $20 -> IB 16, client 4; cost $6 -> coverage 3.00, accrual 0.30.
     original = ledger.process(make_fill(volume=lots(2), commission="-6.00"))
-    assert amounts(original) == {("ib_commission", "IB-1"): "16.00",
-                                 ("client_rebate", "C-1"): "4.00",
-                                 ("jm_coverage", "900001"): "3.00",
-                                 ("loyalty_accrual", "C-1"): "0.30"}  # fmt: skip
+    assert amounts(original) == {
+        ("ib_commission", "IB-1"): "16.00",
+        ("client_rebate", "C-1"): "4.00",
+        ("jm_coverage", "900001"): "3.00",
+        ("loyalty_accrual", "C-1"): "0.30",
+    }
     assert ledger.account(900001).jm_balance == Decimal("97.00")
     # update: the dealer corrects the volume to 1 lot: everything above is reversed, then
     # 1 lot x $10 = $10 -> IB 8, client 2; cost $3 -> coverage 1.50, accrual 0.15.
@@ -34,9 +36,11 @@ def test_update_of_a_credited_deal_reverses_then_recomputes() -> None:
     assert all(r.amount == -o.amount for r, o in zip(reversals, original.credits, strict=True))
     fresh = [c for c in updated.credits if c.kind != "reversal"]
     assert {(c.kind, f"{c.amount:.2f}") for c in fresh} == {
-        ("ib_commission", "8.00"), ("client_rebate", "2.00"),
-        ("jm_coverage", "1.50"), ("loyalty_accrual", "0.15"),
-    }  # fmt: skip
+        ("ib_commission", "8.00"),
+        ("client_rebate", "2.00"),
+        ("jm_coverage", "1.50"),
+        ("loyalty_accrual", "0.15"),
+    }
     # The coverage taken by the reversed revision went back before the new one was taken.
     assert ledger.account(900001).jm_balance == Decimal("98.50")
     assert ledger.rewards["C-1"] == Decimal("0.15")

@@ -44,18 +44,26 @@ def test_a_json_seed_is_the_same_as_its_yaml() -> None:
     ("mutate", "message"),
     [
         # an IB naming a plan that does not exist: file, line and field are named
-        (lambda s: s.replace("{id: IB-1, plan: std,", "{id: IB-1, plan: gold,"),
-         r"seed\.yaml:\d+: ibs\[1\]\.plan: unknown plan 'gold'"),
-        (lambda s: s.replace("client: C-2, type: standard_cent", "client: C-9, type: x"),
-         r"accounts\[1\]\.client: unknown client 'C-9'"),
-        (lambda s: s.replace('per_lot_usd: "20"}', 'per_lot_usd: "20", spread_pct: "5"}'),
-         r"plans\[0\]\.rules\[0\]"),
+        (
+            lambda s: s.replace("{id: IB-1, plan: std,", "{id: IB-1, plan: gold,"),
+            r"seed\.yaml:\d+: ibs\[1\]\.plan: unknown plan 'gold'",
+        ),
+        (
+            lambda s: s.replace("client: C-2, type: standard_cent", "client: C-9, type: x"),
+            r"accounts\[1\]\.client: unknown client 'C-9'",
+        ),
+        (
+            lambda s: s.replace('per_lot_usd: "20"}', 'per_lot_usd: "20", spread_pct: "5"}'),
+            r"plans\[0\]\.rules\[0\]",
+        ),
         (lambda s: s.replace("effective_from:", "efective_from:"), r"seed\.yaml:\d+"),
-        (lambda s: s.replace('at: "2024-10-01T00:00:00Z"', 'at: "2024-10-01"'),
-         r"changes\[0\]\.at"),
+        (
+            lambda s: s.replace('at: "2024-10-01T00:00:00Z"', 'at: "2024-10-01"'),
+            r"changes\[0\]\.at",
+        ),
         (lambda s: s.replace("groups: {forex", "groups: [forex"), r"seed\.yaml:\d+: .*YAML"),
     ],
-)  # fmt: skip
+)
 def test_bad_seeds_fail_with_file_line_and_field(mutate: object, message: str) -> None:
     text = mutate(SPEC_EXAMPLE.read_text())  # type: ignore[operator]
     with pytest.raises(SeedError, match=message):
@@ -73,7 +81,10 @@ def test_error_line_points_at_the_offending_item() -> None:
 def test_a_change_dated_before_a_later_one_still_reaches_it() -> None:
     # Changes are folded in time order whatever their order in the file: the suspension on
     # Nov 1 keeps the 30% set on Oct 1 for when the rebate resumes.
-    text = SPEC_EXAMPLE.read_text() + '  - {at: "2024-12-01T00:00:00Z", client: C-1, rebate_status: active}\n'
+    text = (
+        SPEC_EXAMPLE.read_text()
+        + '  - {at: "2024-12-01T00:00:00Z", client: C-1, rebate_status: active}\n'
+    )
     book = parse_seed(text, "seed.yaml").rulebook()
     assert book.get("client", "C-1", _at("2024-12-02T00:00:00Z")).rebate_pct == Decimal("30")
 

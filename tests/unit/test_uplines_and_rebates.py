@@ -62,8 +62,9 @@ def test_cycle_in_the_ib_tree_is_a_configuration_error_never_a_loop() -> None:
     assert ledger.process(make_fill(deal=1)).outcome == "credited"
     # ...after it, IB-1 -> IB-MID -> IB-TOP -> IB-1 is reported, not walked forever.
     with pytest.raises(ConfigError) as err:
-        ledger.process(make_fill(deal=2, open_time="2024-07-01T10:00:00Z",
-                                 close_time="2024-07-01T10:10:00Z"))  # fmt: skip
+        ledger.process(
+            make_fill(deal=2, open_time="2024-07-01T10:00:00Z", close_time="2024-07-01T10:10:00Z")
+        )
     assert err.value.reason == "ib_cycle"
     assert "IB-1 -> IB-MID -> IB-TOP -> IB-1" in str(err.value)
 
@@ -125,7 +126,9 @@ def test_client_rebate_follows_the_rules_in_force_at_close_time(
     assert got.get(("client_rebate", "C-1")) == rebate
     assert got[("ib_commission", "IB-1")] == ib
     if source:
-        assert next(c for c in result.credits if c.kind == "client_rebate").basis["source"] == source
+        assert (
+            next(c for c in result.credits if c.kind == "client_rebate").basis["source"] == source
+        )
 
 
 def test_client_override_beats_ib_default() -> None:
@@ -137,7 +140,7 @@ def test_a_rate_change_between_two_fills_is_never_retroactive() -> None:
     # Fill 1 closes before the change and is settled at 20%; the change (30% from Mar 1) is
     # loaded after fill 1 was credited; fill 2 closes after it and gets 30%. Replaying fill 1
     # later still gives 20%, because rules are looked up at close_time.
-    seed = REBATES.split("changes:")[0]
+    seed = REBATES.split("changes:", maxsplit=1)[0]
     ledger = make_ledger(seed)
     first = ledger.process(make_fill(deal=1, login=1, volume=lots(10), **_closing("2024-02-15")))
     ledger.book.extend([change("2024-03-01T00:00:00Z", "client", "C-1", rebate_pct="30")])
@@ -159,10 +162,13 @@ def test_cancelled_rebate_cannot_be_reactivated() -> None:
 
 
 def test_moving_a_client_to_another_ib_applies_from_its_effective_time() -> None:
-    seed = REBATES.split("changes:")[0].replace(
-        'ibs: [{id: IB-1, plan: p, rebate_pct: "20"}]',
-        'ibs: [{id: IB-1, plan: p, rebate_pct: "20"}, {id: IB-2, plan: p, rebate_pct: "0"}]',
-    ) + 'changes:\n  - {at: "2024-03-01T00:00:00Z", client: C-1, ib: IB-2}\n'
+    seed = (
+        REBATES.split("changes:", maxsplit=1)[0].replace(
+            'ibs: [{id: IB-1, plan: p, rebate_pct: "20"}]',
+            'ibs: [{id: IB-1, plan: p, rebate_pct: "20"}, {id: IB-2, plan: p, rebate_pct: "0"}]',
+        )
+        + 'changes:\n  - {at: "2024-03-01T00:00:00Z", client: C-1, ib: IB-2}\n'
+    )
     ledger = make_ledger(seed)
     before = ledger.process(make_fill(deal=1, login=1, volume=lots(1), **_closing("2024-02-15")))
     after = ledger.process(make_fill(deal=2, login=1, volume=lots(1), **_closing("2024-03-15")))

@@ -35,13 +35,17 @@ NOW = datetime.fromisoformat("2024-05-01T12:00:00Z")
         ("C-9", 1, "1", "unknown_client"),
     ],
 )
-def test_allocation_is_rejected_with_the_reason(client: str, login: int, amount: str,
-                                                reason: str) -> None:  # fmt: skip
+def test_allocation_is_rejected_with_the_reason(
+    client: str, login: int, amount: str, reason: str
+) -> None:
     ledger = make_ledger(SEED)
     answer = ledger.allocate_jm("r-1", client, login, Decimal(amount), NOW)
     assert isinstance(answer, Allocation)
     assert (answer.accepted, answer.event.event, answer.event.payload["reason"]) == (
-        False, "jm_allocation_rejected", reason)  # fmt: skip
+        False,
+        "jm_allocation_rejected",
+        reason,
+    )
     assert ledger.rewards[client if client != "C-9" else "C-1"] == Decimal("30.00")
 
 
