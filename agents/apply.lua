@@ -1,0 +1,62 @@
+-- Applies a batch of settled fill revisions atomically and idempotently (SPEC 7).
+--
+-- ARGV[1]: the rules version the batch was computed with. If the rules moved since, nothing is
+--          applied and {"stale_rules", version} is returned: the worker refolds and recomputes.
+-- ARGV[2..]: one JSON item per fill revision:
+--   a  account key        av expected account version (compare-and-set)   as new state JSON
+--   d  deal key           r  revision    sr expected standing revision ("" = none)
+--   ns new standing JSON ("" = nothing stands)   nsr its revision
+--   o  output JSON (credits + events) stored under rev:<r>, returned again on re-delivery
+--   w  [[reward key, cents], ...]
+--   s  [[settle key, ib, cents, count delta, hour, hour epoch], ...] (IB commission credits)
+-- Returns {rules_version, status_1, payload_1, status_2, payload_2, ...} with status
+--   "ok" (payload: new account version), "dup" (payload: the stored output) or
+--   "conflict" (state moved under us: the worker reloads and recomputes that item).
+--
+-- Keys are computed from ARGV, so this script is for a single Redis (not Redis Cluster).
+local version = redis.call('GET', KEYS[1]) or '0'
+if version ~= ARGV[1] then
+  return {'stale_rules', version}
+end
+local out = {version}
+-- Once an account or deal was not applied as the worker assumed, its later items in this
+-- batch were computed on a false premise: they must not apply even if a version matches.
+local broken = {}
+for i = 2, #ARGV do
+  local it = cjson.decode(ARGV[i])
+  local stored = redis.call('HGET', it.d, 'rev:' .. it.r)
+  if stored then
+    broken[it.a] = true
+    broken[it.d] = true
+    out[#out + 1] = 'dup'
+    out[#out + 1] = stored
+  else
+    local av = tonumber(redis.call('HGET', it.a, 'v') or '0')
+    local sr = redis.call('HGET', it.d, 'srev') or ''
+    if broken[it.a] or broken[it.d] or av ~= it.av or sr ~= it.sr then
+      broken[it.a] = true
+      broken[it.d] = true
+      out[#out + 1] = 'conflict'
+      out[#out + 1] = ''
+    else
+      redis.call('HSET', it.a, 'v', av + 1, 's', it.as)
+      redis.call('HSET', it.d, 'rev:' .. it.r, it.o)
+      if it.ns == '' then
+        redis.call('HDEL', it.d, 'srev', 'standing')
+      else
+        redis.call('HSET', it.d, 'srev', it.nsr, 'standing', it.ns)
+      end
+      for _, w in ipairs(it.w) do
+        redis.call('INCRBY', w[1], w[2])
+      end
+      for _, s in ipairs(it.s) do
+        redis.call('HINCRBY', s[1], s[2] .. '|c', s[3])
+        redis.call('HINCRBY', s[1], s[2] .. '|n', s[4])
+        redis.call('ZADD', KEYS[2], s[6], s[5])
+      end
+      out[#out + 1] = 'ok'
+      out[#out + 1] = tostring(av + 1)
+    end
+  end
+end
+return out

@@ -1,0 +1,154 @@
+"""Wire formats of what the store keeps: wallet state, standing credits, outputs, rule changes.
+
+Decimals travel as strings, times as ISO-8601 Z; the engine's types stay free of I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from engine import __version__
+from engine.credits import Credit, WalletEvent
+from engine.rules import Change
+from engine.state import AccountState, Bonus, Effects, JmAllocation, Output, Standing
+
+__all__ = [
+    "decode_account",
+    "decode_change",
+    "decode_output",
+    "decode_standing",
+    "encode_account",
+    "encode_change",
+    "encode_output",
+    "encode_standing",
+    "iso_z",
+]
+
+
+def iso_z(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return iso_z(value)
+    raise TypeError(type(value).__name__)
+
+
+def encode_account(state: AccountState) -> str:
+    return orjson.dumps(
+        {
+            "allocations": [
+                [a.allocation_id, iso_z(a.allocated_at), str(a.remaining)]
+                for a in state.allocations
+            ],
+            "bonuses": [
+                [
+                    b.bonus_id,
+                    str(b.amount_usd),
+                    iso_z(b.granted_at),
+                    str(b.turnover_lots),
+                    b.unlocked,
+                ]
+                for b in state.bonuses
+            ],
+        }
+    ).decode()
+
+
+def decode_account(login: int, raw: bytes | str | None) -> AccountState:
+    if not raw:
+        return AccountState(login)
+    data = orjson.loads(raw)
+    return AccountState(
+        login,
+        tuple(
+            JmAllocation(i, datetime.fromisoformat(at), Decimal(r))
+            for i, at, r in data["allocations"]
+        ),
+        tuple(
+            Bonus(i, Decimal(a), datetime.fromisoformat(g), Decimal(t), bool(u))
+            for i, a, g, t, u in data["bonuses"]
+        ),
+    )
+
+
+def _credits_json(credits: tuple[Credit, ...]) -> list[dict[str, Any]]:
+    return [c.to_dict(__version__) for c in credits]
+
+
+def encode_output(output: Output) -> str:
+    return orjson.dumps(
+        {"credits": _credits_json(output.credits), "events": [e.to_dict() for e in output.events]}
+    ).decode()
+
+
+def decode_output(raw: bytes | str) -> Output:
+    data = orjson.loads(raw)
+    return Output(
+        tuple(Credit.from_dict(c) for c in data["credits"]),
+        tuple(
+            WalletEvent(
+                e["event_id"],
+                e["event"],
+                {k: v for k, v in e.items() if k not in ("schema", "event_id", "event")},
+            )
+            for e in data["events"]
+        ),
+    )
+
+
+def encode_standing(standing: Standing) -> str:
+    e = standing.effects
+    return orjson.dumps(
+        {
+            "rev": standing.revision,
+            "credits": _credits_json(standing.credits),
+            "effects": {
+                "coverage": [[i, str(a)] for i, a in e.coverage],
+                "accrual_client": e.accrual_client,
+                "accrual": str(e.accrual),
+                "bonus_lots": [[i, str(a)] for i, a in e.bonus_lots],
+            },
+        }
+    ).decode()
+
+
+def decode_standing(raw: bytes | str | None) -> Standing | None:
+    if not raw:
+        return None
+    data = orjson.loads(raw)
+    e = data["effects"]
+    return Standing(
+        data["rev"],
+        tuple(Credit.from_dict(c) for c in data["credits"]),
+        Effects(
+            tuple((i, Decimal(a)) for i, a in e["coverage"]),
+            e["accrual_client"],
+            Decimal(e["accrual"]),
+            tuple((i, Decimal(a)) for i, a in e["bonus_lots"]),
+        ),
+    )
+
+
+def encode_change(change: Change) -> bytes:
+    return orjson.dumps(
+        {
+            "at": iso_z(change.at),
+            "subject": change.subject,
+            "id": change.id,
+            "fields": change.fields,
+        },
+        default=_default,
+    )
+
+
+def decode_change(raw: bytes | str) -> Change:
+    data = orjson.loads(raw)
+    return Change(datetime.fromisoformat(data["at"]), data["subject"], data["id"], data["fields"])

@@ -1,0 +1,36 @@
+"""Every Redis key the engine uses, in one place (the store is the only module that uses them)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACCOUNT",
+    "DEAL",
+    "PREFIX",
+    "REQUEST",
+    "REWARD",
+    "RULES_LOG",
+    "RULES_VERSION",
+    "SETTLE_DIRTY",
+    "SETTLE_EMITTED",
+    "SETTLE_HOUR",
+]
+
+PREFIX = "rebate:"
+RULES_LOG = "rebate:rules:log"
+"""LIST of rule changes (JSON), append-only: the seed's items and every admin command."""
+RULES_VERSION = "rebate:rules:version"
+"""Bumped with every append to RULES_LOG; workers refold their cached rules when it moves."""
+ACCOUNT = "rebate:account:{login}"
+"""HASH v (version, for compare-and-set) and s (wallet state JSON: JM allocations, bonuses)."""
+DEAL = "rebate:deal:{server}:{deal}"
+"""HASH rev:<revision> -> what that revision emitted; srev/standing -> what stands now."""
+REWARD = "rebate:reward:{client}"
+"""STRING: the client's JM USD reward wallet, in cents (INCRBY keeps it exact)."""
+REQUEST = "rebate:request:{request_id}"
+"""STRING: the answer to a wallet command, so the same request_id never acts twice."""
+SETTLE_HOUR = "rebate:settle:{hour}"
+"""HASH <ib>|c (cents) and <ib>|n (count) of commission credits by close_time hour."""
+SETTLE_EMITTED = "rebate:settled:{hour}"
+"""HASH <ib>|c, <ib>|n, <ib>|seq: what settlement events have already reported."""
+SETTLE_DIRTY = "rebate:settle:dirty"
+"""ZSET hour -> epoch seconds: hours with credits not yet reported."""

@@ -1,0 +1,278 @@
+"""The fill hot path, independent of the consumer driving it: decode, look up, settle, apply.
+
+`FillProcessor.process(records)` turns a batch of Kafka records into the messages to publish
+(credits, wallet events, dead letters). The Faust agent (agents/app.py) and the plain aiokafka
+baseline of the benchmark call the same code, so the comparison measures only the consumer.
+
+Per batch, in the steady state, Redis sees one round trip: the Lua apply (agents/apply.lua).
+Wallet state is cached per login (this worker owns the login's partition) and checked by
+compare-and-set in the script; the rules are cached and checked by version in the same call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import TypeVar
+
+import orjson
+
+from agents.codec import decode_output, encode_output, encode_standing
+from agents.metrics import Metrics
+from agents.store import ApplyItem, RedisStore, StaleRules, cents
+from engine import __version__
+from engine.errors import BadFill, ConfigError
+from engine.fill import Fill, decode_fill
+from engine.settle import Settlement, settle
+from engine.state import AccountState, DealJournal, Output, Standing
+
+__all__ = ["FillProcessor", "Outgoing", "Record", "Topics"]
+
+_T = TypeVar("_T")
+_MAX_ROUNDS = 8  # compare-and-set retries for one batch; each round settles at least one item
+_SETTLED_KINDS = frozenset({"ib_commission", "ib_override"})
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed Kafka record (what the DLQ headers and the latency metric need)."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    credits: str = "credits.v1"
+    dead_letters: str = "fills.v1.dlq"
+    wallet_events: str = "wallet-events.v1"
+
+
+@dataclass
+class _Pending:
+    """A decoded fill waiting for its state change to be applied."""
+
+    index: int
+    record: Record
+    fill: Fill
+    settlement: Settlement | None = None
+    output: Output | None = None  # what was published for it (stored output on re-delivery)
+
+
+@dataclass
+class BatchResult:
+    outgoing: list[Outgoing] = field(default_factory=list)
+    timestamps_ms: list[int] = field(default_factory=list)
+
+
+class FillProcessor:
+    def __init__(self, store: RedisStore, metrics: Metrics, topics: Topics | None = None) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.topics = topics or Topics()
+        self._accounts: dict[int, tuple[int, AccountState]] = {}
+
+    def forget_accounts(self) -> None:
+        """Drop cached wallet state (on rebalance: another worker may own the logins now)."""
+        self._accounts.clear()
+
+    async def process(self, records: Sequence[Record]) -> BatchResult:
+        """Settle a batch; raises redis errors (the caller pauses and retries the same batch)."""
+        result = BatchResult()
+        pending: list[_Pending] = []
+        for i, record in enumerate(records):
+            try:
+                fill = decode_fill(record.value or b"")
+            except BadFill as exc:
+                result.outgoing.append(self._dead_letter(record, exc.reason, str(exc)))
+                continue
+            pending.append(_Pending(i, record, fill))
+            if record.timestamp_ms is not None:
+                result.timestamps_ms.append(record.timestamp_ms)
+        if self.store.rules_version < 0:
+            await self._timed("rules", self.store.refresh_rules())
+        todo = pending
+        for _ in range(_MAX_ROUNDS):
+            if not todo:
+                break
+            todo = await self._round(todo, result)
+        else:
+            raise RuntimeError(f"{len(todo)} fills still conflict after {_MAX_ROUNDS} rounds")
+        for p in pending:
+            if p.settlement is None or p.output is None:
+                continue  # dead-lettered during settlement
+            for credit in p.output.credits:
+                data = credit.to_dict(__version__)
+                result.outgoing.append(
+                    Outgoing(
+                        self.topics.credits, credit.beneficiary_id.encode(), orjson.dumps(data)
+                    )
+                )
+                self.metrics.credits.labels(credit.kind).inc()
+                self.metrics.credit_amount.labels(credit.kind, credit.currency).inc(
+                    float(credit.amount)
+                )
+            for event in p.output.events:
+                result.outgoing.append(
+                    Outgoing(
+                        self.topics.wallet_events,
+                        str(p.fill.login).encode(),
+                        orjson.dumps(event.to_dict()),
+                    )
+                )
+            self.metrics.fills.labels(p.settlement.outcome).inc()
+        self.metrics.batch_size.observe(len(records))
+        return result
+
+    async def _round(self, todo: list[_Pending], result: BatchResult) -> list[_Pending]:
+        """Settle `todo` against cached state, apply, and return the items to redo."""
+        need_logins = sorted({p.fill.login for p in todo} - self._accounts.keys())
+        need_deals = sorted({(p.fill.server, p.fill.deal) for p in todo if p.fill.event != "add"})
+        standings: dict[tuple[str, int], Standing | None] = {}
+        if need_logins or need_deals:
+            loaded, standings = await self._timed(
+                "load", self.store.load_state(need_logins, need_deals)
+            )
+            self._accounts.update(loaded)
+        try:
+            items = self._settle_all(todo, standings, result)
+            if not items:
+                return []
+            replies = await self._timed("apply", self.store.apply([i for i, _ in items]))
+        except StaleRules:
+            await self._timed("rules", self.store.refresh_rules())
+            return todo
+        redo: list[_Pending] = []
+        broken: set[int] = set()
+        for (item, p), (status, payload) in zip(items, replies, strict=True):
+            if status == "ok" and item.login not in broken:
+                self._accounts[item.login] = (int(payload), item.account)
+            elif status == "dup":
+                p.output = decode_output(payload)  # publish exactly what was emitted then
+                p.settlement = _duplicate(p.settlement)
+                broken.add(item.login)
+            else:
+                redo.append(p)
+                broken.add(item.login)
+        for login in broken:  # our cached view of these accounts is no longer Redis's
+            self._accounts.pop(login, None)
+        return redo
+
+    def _settle_all(
+        self,
+        todo: list[_Pending],
+        standings: dict[tuple[str, int], Standing | None],
+        result: BatchResult,
+    ) -> list[tuple[ApplyItem, _Pending]]:
+        items: list[tuple[ApplyItem, _Pending]] = []
+        # Local view for this round: fills of one account / deal in one batch chain on
+        # each other's results, exactly as they will be applied in order by the script.
+        accounts = dict(self._accounts)
+        deals: dict[tuple[str, int], tuple[dict[str, Output], Standing | None]] = {}
+        for p in todo:
+            fill = p.fill
+            deal_key = (fill.server, fill.deal)
+            processed, standing = deals.get(deal_key, ({}, standings.get(deal_key)))
+            version, account = accounts.get(fill.login, (0, AccountState(fill.login)))
+            try:
+                s = settle(fill, self.store.book, account, DealJournal(processed, standing))
+            except ConfigError as exc:
+                result.outgoing.append(self._dead_letter(p.record, exc.reason, str(exc)))
+                p.settlement = None
+                continue
+            p.settlement, p.output = s, s.output
+            if s.outcome in ("ignored", "duplicate") or not _changes_state(s, standing):
+                continue
+            item = ApplyItem(
+                login=fill.login,
+                expected_version=version,
+                account=s.account,
+                server=fill.server,
+                deal=fill.deal,
+                revision=fill.revision,
+                expected_standing=standing.revision if standing else "",
+                standing=s.standing,
+                standing_json=encode_standing(s.standing) if s.standing else "",
+                output_json=encode_output(s.output),
+                rewards=tuple((c, cents(d)) for c, d in s.reward_deltas),
+                settlements=_settlement_increments(s),
+            )
+            items.append((item, p))
+            accounts[fill.login] = (version + 1, s.account)
+            deals[deal_key] = ({**processed, fill.revision: s.output}, s.standing)
+        return items
+
+    def _dead_letter(self, record: Record, reason: str, message: str) -> Outgoing:
+        self.metrics.dead_letters.labels(reason).inc()
+        self.metrics.fills.labels("dead_lettered").inc()
+        return Outgoing(
+            self.topics.dead_letters,
+            b"",
+            record.value or b"",
+            (
+                ("error", reason.encode()),
+                ("error_message", message.encode()[:1000]),
+                ("original_topic", record.topic.encode()),
+                ("original_partition", str(record.partition).encode()),
+                ("original_offset", str(record.offset).encode()),
+            ),
+        )
+
+    async def _timed(self, op: str, awaitable: Awaitable[_T]) -> _T:
+        start = time.perf_counter()
+        try:
+            value = await awaitable
+        except Exception:
+            self.metrics.redis_up.set(0)
+            raise
+        self.metrics.redis_seconds.labels(op).observe(time.perf_counter() - start)
+        self.metrics.redis_up.set(1)
+        return value
+
+
+def _changes_state(s: Settlement, prior: Standing | None) -> bool:
+    return bool(s.credits or s.output.events or s.standing or prior or s.reward_deltas)
+
+
+def _duplicate(s: Settlement | None) -> Settlement | None:
+    if s is None:
+        return None
+    return Settlement(s.fill, "duplicate", None, s.output, s.account, s.standing)
+
+
+def _settlement_increments(s: Settlement) -> tuple[tuple[str, str, int, int, str, int], ...]:
+    """(hour key, ib, cents, count delta, hour, epoch) for each IB commission credit."""
+    from agents import keys  # noqa: PLC0415
+
+    hour = s.fill.close_time.replace(minute=0, second=0, microsecond=0)
+    label = hour.strftime("%Y-%m-%dT%H:00:00Z")
+    epoch = int(hour.astimezone(UTC).timestamp())
+    out = []
+    for c in s.credits:
+        kind = c.basis.get("reversed_kind", c.kind) if c.kind == "reversal" else c.kind
+        if kind in _SETTLED_KINDS and c.beneficiary_type == "ib":
+            delta = -1 if c.kind == "reversal" else 1
+            out.append(
+                (
+                    keys.SETTLE_HOUR.format(hour=label),
+                    c.beneficiary_id,
+                    cents(c.amount),
+                    delta,
+                    label,
+                    epoch,
+                )
+            )
+    return tuple(out)

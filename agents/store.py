@@ -1,0 +1,199 @@
+"""The Redis store: rules log, wallet state, deal journals, reward wallets, settlement sums.
+
+All key formats come from agents/keys.py. Applying settled fills is one Lua script
+(agents/apply.lua) per batch: a revision's state change and the record of what it emitted are
+written together, and a revision seen before returns what it emitted then (SPEC 7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from agents import keys
+from agents.codec import (
+    decode_account,
+    decode_change,
+    decode_standing,
+    encode_account,
+    encode_change,
+)
+from engine.rules import Change, RuleBook
+from engine.seed import Seed
+from engine.state import AccountState, Standing
+
+__all__ = ["ApplyItem", "RedisStore", "StaleRules", "cents"]
+
+_APPLY = resources.files("agents").joinpath("apply.lua").read_text(encoding="utf-8")
+
+
+class StaleRules(Exception):
+    """The rules changed while a batch was computed: refold and compute it again."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyItem:
+    """One fill revision's state change, as the Lua script takes it."""
+
+    login: int
+    expected_version: int
+    account: AccountState
+    server: str
+    deal: int
+    revision: str
+    expected_standing: str
+    standing: Standing | None
+    standing_json: str
+    output_json: str
+    rewards: tuple[tuple[str, int], ...]  # (client, cents)
+    settlements: tuple[tuple[str, str, int, int, str, int], ...]
+    # (hour key, ib, cents, count delta, hour, hour epoch)
+
+    def to_arg(self) -> bytes:
+        return orjson.dumps(
+            {
+                "a": keys.ACCOUNT.format(login=self.login),
+                "av": self.expected_version,
+                "as": encode_account(self.account),
+                "d": keys.DEAL.format(server=self.server, deal=self.deal),
+                "r": self.revision,
+                "sr": self.expected_standing,
+                "ns": self.standing_json,
+                "nsr": self.standing.revision if self.standing else "",
+                "o": self.output_json,
+                "w": [[keys.REWARD.format(client=c), cents] for c, cents in self.rewards],
+                "s": [list(s) for s in self.settlements],
+            }
+        )
+
+
+class RedisStore:
+    def __init__(self, redis: Redis, *, depth_limit: int = 10) -> None:
+        self.redis = redis
+        self.book = RuleBook(depth_limit=depth_limit)
+        self.rules_version = -1  # nothing loaded yet
+        self._rules_loaded = 0  # entries of the rules log folded into self.book
+        self._apply = redis.register_script(_APPLY)
+
+    # -- rules -------------------------------------------------------------------------------
+
+    async def refresh_rules(self) -> bool:
+        """Fold any new rule changes into the cached book; True when something changed."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(keys.RULES_VERSION)
+            pipe.lrange(keys.RULES_LOG, self._rules_loaded, -1)
+            version_raw, entries = await pipe.execute()
+        version = int(version_raw or 0)
+        if version == self.rules_version:
+            return False
+        self.book.extend(decode_change(e) for e in entries)
+        self._rules_loaded += len(entries)
+        self.rules_version = version
+        return True
+
+    async def append_changes(self, changes: Iterable[Change]) -> int:
+        """Append rule changes (seed or admin) and bump the version; returns the new version."""
+        encoded = [encode_change(c) for c in changes]
+        if not encoded:
+            return int(await self.redis.get(keys.RULES_VERSION) or 0)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(keys.RULES_LOG, *encoded)
+            pipe.incr(keys.RULES_VERSION)
+            _, version = await pipe.execute()
+        return int(version)
+
+    async def rule_changes(self) -> list[Change]:
+        return [decode_change(e) for e in await self.redis.lrange(keys.RULES_LOG, 0, -1)]
+
+    # -- seed --------------------------------------------------------------------------------
+
+    async def load_seed(self, seed: Seed, *, replace: bool = False) -> int:
+        """Load a seed: rules into the log, starting wallets into state. Returns the version."""
+        if replace:
+            await self.clear()
+        accounts: dict[int, AccountState] = {}
+        for login, allocation in seed.allocations:
+            a = accounts.get(login) or AccountState(login)
+            accounts[login] = AccountState(login, (*a.allocations, allocation), a.bonuses)
+        for login, bonus in seed.bonuses:
+            a = accounts.get(login) or AccountState(login)
+            accounts[login] = AccountState(login, a.allocations, (*a.bonuses, bonus))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for client, amount in seed.reward_wallets.items():
+                pipe.set(keys.REWARD.format(client=client), cents(amount))
+            for login, state in accounts.items():
+                key = keys.ACCOUNT.format(login=login)
+                pipe.hincrby(key, "v", 1)
+                pipe.hset(key, "s", encode_account(state))
+            await pipe.execute()
+        return await self.append_changes(seed.changes)
+
+    async def clear(self) -> None:
+        """Delete every key of ours (tests, `seed --replace`)."""
+        async for key in self.redis.scan_iter(match=f"{keys.PREFIX}*", count=1000):
+            await self.redis.delete(key)
+        self.book = RuleBook(depth_limit=self.book.depth_limit)
+        self.rules_version, self._rules_loaded = -1, 0
+
+    # -- wallet state ------------------------------------------------------------------------
+
+    async def load_state(
+        self, logins: Sequence[int], deals: Sequence[tuple[str, int]]
+    ) -> tuple[dict[int, tuple[int, AccountState]], dict[tuple[str, int], Standing | None]]:
+        """Accounts (with their versions) and the standing credits of deals: one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for login in logins:
+                pipe.hmget(keys.ACCOUNT.format(login=login), "v", "s")
+            for server, deal in deals:
+                pipe.hget(keys.DEAL.format(server=server, deal=deal), "standing")
+            results = await pipe.execute()
+        accounts = {
+            login: (int(v or 0), decode_account(login, s))
+            for login, (v, s) in zip(logins, results[: len(logins)], strict=True)
+        }
+        standings = {
+            deal: decode_standing(raw)
+            for deal, raw in zip(deals, results[len(logins) :], strict=True)
+        }
+        return accounts, standings
+
+    async def apply(self, items: Sequence[ApplyItem]) -> list[tuple[str, str]]:
+        """Apply settled revisions; per item ("ok", version) | ("dup", output) | ("conflict", "").
+
+        Raises:
+            StaleRules: the rules changed since they were folded; nothing was applied.
+        """
+        reply = await self._apply(
+            keys=[keys.RULES_VERSION, keys.SETTLE_DIRTY],
+            args=[str(self.rules_version), *(i.to_arg() for i in items)],
+        )
+        head = _text(reply[0])
+        if head == "stale_rules":
+            raise StaleRules(_text(reply[1]))
+        return [(_text(reply[i]), _text(reply[i + 1])) for i in range(1, len(reply), 2)]
+
+    async def reward_balance(self, client: str) -> Decimal:
+        raw = await self.redis.get(keys.REWARD.format(client=client))
+        return Decimal(int(raw or 0)) / 100
+
+    async def account(self, login: int) -> tuple[int, AccountState]:
+        v, s = await self.redis.hmget(keys.ACCOUNT.format(login=login), "v", "s")
+        return int(v or 0), decode_account(login, s)
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+
+def cents(amount: Decimal) -> int:
+    """Whole cents of an amount already rounded to the cent."""
+    return int(amount.scaleb(2).to_integral_value())
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
