@@ -1,0 +1,201 @@
+"""The Faust application: topics, the fills agent, timers and the HTTP views.
+
+The agents are thin loops (STYLE): take a batch, hand it to `FillProcessor` (agents/pipeline.py),
+publish what it returns, wait for the broker to acknowledge, then ack the batch so its offsets
+can be committed (SPEC 7: offsets only move after the credits are safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.types import EventT
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from agents.metrics import Metrics
+from agents.pipeline import FillProcessor, Outgoing, Record, Topics
+from agents.settings import Settings
+from agents.store import RedisStore
+from agents.transport import configure_app, faust_app_kwargs
+from engine import __version__
+
+__all__ = ["Engine", "build_app"]
+
+log = logging.getLogger("rebate.app")
+
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 2.0
+
+
+@dataclass
+class Engine:
+    """Everything one worker holds: the Faust app and the engine parts its agents call."""
+
+    settings: Settings
+    app: faust.App
+    redis: Redis
+    store: RedisStore
+    processor: FillProcessor
+    metrics: Metrics
+    topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    paused: bool = False
+    last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    newest_fill_ts: float | None = None
+
+    async def publish(self, outgoing: Sequence[Outgoing]) -> None:
+        """Send everything without awaiting one by one, then wait for all acknowledgements."""
+        producer = self.app.producer
+        futures = [
+            await producer.send(o.topic, o.key, o.value, None, None, list(o.headers) or None)
+            for o in outgoing
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def handle_fills(self, events: Sequence[EventT[Any]]) -> None:
+        records = [
+            Record(
+                e.message.value,
+                e.message.topic,
+                e.message.partition,
+                e.message.offset,
+                int(e.message.timestamp * 1000) if e.message.timestamp else None,
+            )
+            for e in events
+        ]
+        result = await self._until_redis_answers(records)
+        await self.publish(result.outgoing)
+        now = time.time()
+        for ts in result.timestamps_ms:
+            self.metrics.fill_to_credit.observe(max(0.0, now - ts / 1000))
+        for e in events:
+            self.last_offsets[(e.message.topic, e.message.partition)] = e.message.offset
+            e.ack()  # acked only now that its credits are acknowledged by the broker
+        if result.timestamps_ms:
+            self.newest_fill_ts = max(result.timestamps_ms) / 1000
+
+    async def _until_redis_answers(self, records: list[Record]) -> Any:
+        """Process the batch, pausing with backoff while Redis is down or slow (SPEC 7)."""
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                result = await self.processor.process(records)
+            except (RedisError, OSError, TimeoutError) as exc:
+                if not self.paused:
+                    log.warning("redis unavailable, pausing consumption: %s", type(exc).__name__)
+                self.paused = True
+                self.metrics.paused.set(1)
+                self.processor.forget_accounts()  # what Redis holds is unknown until it answers
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, _RETRY_MAX_S)
+                continue
+            if self.paused:
+                log.warning("redis answered again, consumption resumed")
+                self.paused = False
+                self.metrics.paused.set(0)
+            return result
+
+    def update_lag(self) -> None:
+        consumer = self.app.consumer
+        assignment = consumer.assignment()
+        fills = self.settings.topic_fills
+        partitions = [tp for tp in assignment if tp.topic == fills]
+        self.metrics.partitions_assigned.set(len(partitions))
+        behind = 0
+        for tp in partitions:
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            done = self.last_offsets.get((tp.topic, tp.partition), -1) + 1
+            lag = max(0, high - done) if done else high
+            behind += lag
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        seconds = 0.0
+        if behind and self.newest_fill_ts is not None:
+            seconds = max(0.0, time.time() - self.newest_fill_ts)
+        self.metrics.consumer_lag_seconds.set(seconds)
+
+    async def readiness(self) -> dict[str, Any]:
+        assigned = len(
+            [tp for tp in self.app.consumer.assignment() if tp.topic == self.settings.topic_fills]
+        )
+        try:
+            redis_ok = bool(await asyncio.wait_for(self.redis.ping(), timeout=1.0))
+        except (RedisError, OSError, TimeoutError):
+            redis_ok = False
+        return {
+            "partitions_assigned": assigned,
+            "redis": redis_ok,
+            "paused": self.paused,
+            "ready": assigned > 0 and redis_ok and not self.paused,
+        }
+
+
+def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
+    """The worker's Faust app, wired to Redis and our transport (services must be resolved)."""
+    metrics = metrics or Metrics()
+    metrics.info.info({"version": __version__})
+    app = faust.App(
+        settings.consumer_group,
+        **faust_app_kwargs(settings),
+        store="memory://",
+        topic_disable_leader=True,
+        stream_buffer_maxsize=max(4 * settings.batch_max, 4096),
+    )
+    configure_app(app, settings)
+    redis = Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
+    store = RedisStore(redis, depth_limit=settings.attribution_depth_limit)
+    topics = Topics(settings.topic_credits, settings.topic_fills_dlq, settings.topic_wallet_events)
+    engine = Engine(settings, app, redis, store, FillProcessor(store, metrics, topics), metrics)
+    for name in (
+        "fills",
+        "credits",
+        "fills_dlq",
+        "wallet_commands",
+        "wallet_events",
+        "settlements",
+    ):
+        engine.topics[name] = app.topic(
+            getattr(settings, f"topic_{name}"), key_serializer="raw", value_serializer="raw"
+        )
+
+    @app.agent(engine.topics["fills"], name="settle-fills")
+    async def settle_fills(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_timeout_s):
+            await engine.handle_fills(events)
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def lag() -> None:
+        engine.update_lag()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(app: faust.App, revoked: Any, **_: Any) -> None:
+        # Another worker may own these logins now: our cached wallet state is not to be trusted.
+        engine.processor.forget_accounts()
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        engine.update_lag()
+        return web.bytes(
+            generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "version": __version__})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        state = await engine.readiness()
+        return web.json(state, status=200 if state["ready"] else 503)
+
+    return engine
