@@ -108,7 +108,9 @@ def fills(
     `extras` adds fields the engine must ignore.
     """
     platform = platform or draw(st.sampled_from(("mt4", "mt5")))
-    server = server or f"{platform}-{draw(st.sampled_from(('live', 'demo')))}-{draw(st.integers(1, 3))}"
+    server = (
+        server or f"{platform}-{draw(st.sampled_from(('live', 'demo')))}-{draw(st.integers(1, 3))}"
+    )
     currency = currency or draw(st.sampled_from(("USD", "USC", "EUR")))
     entry = entry or draw(st.sampled_from(("out", "out", "out", "inout", "out_by", "in")))
     event = event or draw(st.sampled_from(("add", "add", "update", "delete")))
@@ -169,7 +171,9 @@ def fills(
         fill["usd_rate"] = "1" if currency == "USD" else "0.01"
     fill["reason"] = draw(st.sampled_from(_REASONS))
     if extras and draw(st.integers(0, 4)) == 0:
-        fill["comment"] = draw(st.text(st.characters(codec="ascii", exclude_characters="@"), max_size=12))
+        fill["comment"] = draw(
+            st.text(st.characters(codec="ascii", exclude_characters="@"), max_size=12)
+        )
         fill["magic"] = draw(st.integers(0, 2**31 - 1))
     return fill
 
