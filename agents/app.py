@@ -92,6 +92,7 @@ class Engine:
             except (RedisError, OSError, TimeoutError) as exc:
                 if not self.paused:
                     log.warning("redis unavailable, pausing consumption: %s", type(exc).__name__)
+                    self.metrics.pauses.inc()
                 self.paused = True
                 self.metrics.paused.set(1)
                 self.processor.forget_accounts()  # what Redis holds is unknown until it answers

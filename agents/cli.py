@@ -201,11 +201,14 @@ def _seed(args: argparse.Namespace) -> int:
         )
         return 2
     version = asyncio.run(_load_seed(settings, seed, replace=args.replace))
-    print(f"loaded {args.file}: {len(seed.changes)} rule items, rules version {version}")
+    if version is None:
+        print(f"{args.file} was loaded before: nothing changed")
+    else:
+        print(f"loaded {args.file}: {len(seed.changes)} rule items, rules version {version}")
     return 0
 
 
-async def _load_seed(settings: Settings, seed: Seed, *, replace: bool) -> int:
+async def _load_seed(settings: Settings, seed: Seed, *, replace: bool) -> int | None:
     redis = Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
     try:
         return await RedisStore(redis).load_seed(seed, replace=replace)

@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 __all__ = ["Metrics"]
 
+_OUTCOMES = ("credited", "not_earning", "ignored", "duplicate", "dead_lettered")
+
 # Fill-to-credit latency buckets: the SLO is 50 ms p99 at 1,000 fills/s, so resolve 1 ms .. 10 s.
 _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -36,7 +38,8 @@ class Metrics:
         )
         self.credit_amount = Counter(
             "rebate_credit_amount",
-            "Sum of credit amounts published, by kind and currency (reversals count negative)",
+            "Sum of absolute credit amounts published, by kind and currency (a reversal's "
+            "amount counts under kind=reversal: counters only go up)",
             ["kind", "currency"],
             registry=r,
         )
@@ -72,6 +75,11 @@ class Metrics:
             "Age of the newest fill processed, in seconds (lag in time)",
             registry=r,
         )
+        self.pauses = Counter(
+            "rebate_consumer_pauses",
+            "Times consumption paused because Redis did not answer (shorter than a scrape too)",
+            registry=r,
+        )
         self.paused = Gauge(
             "rebate_consumer_paused", "1 while consumption is paused (Redis unavailable)",
             registry=r,
@@ -89,3 +97,19 @@ class Metrics:
             "rebate_settlements", "Hourly IB settlement events emitted, by type", ["type"],
             registry=r,
         )  # fmt: skip
+
+        self._zero_known_labels()
+
+    def _zero_known_labels(self) -> None:
+        """Create every bounded label set at 0, so rate() and increase() see the first event."""
+        from engine.credits import KINDS  # noqa: PLC0415
+        from engine.errors import DEAD_LETTER_REASONS  # noqa: PLC0415
+
+        for outcome in _OUTCOMES:
+            self.fills.labels(outcome)
+        for kind in KINDS:
+            self.credits.labels(kind)
+            self.credit_amount.labels(kind, "JMUSD" if kind == "loyalty_accrual" else "USD")
+        self.credit_amount.labels("reversal", "JMUSD")
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)

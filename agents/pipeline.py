@@ -123,7 +123,7 @@ class FillProcessor:
                 )
                 self.metrics.credits.labels(credit.kind).inc()
                 self.metrics.credit_amount.labels(credit.kind, credit.currency).inc(
-                    float(credit.amount)
+                    abs(float(credit.amount))
                 )
             for event in p.output.events:
                 result.outgoing.append(

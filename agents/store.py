@@ -7,7 +7,8 @@ written together, and a revision seen before returns what it emitted then (SPEC 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -113,10 +114,22 @@ class RedisStore:
 
     # -- seed --------------------------------------------------------------------------------
 
-    async def load_seed(self, seed: Seed, *, replace: bool = False) -> int:
-        """Load a seed: rules into the log, starting wallets into state. Returns the version."""
+    async def load_seed(self, seed: Seed, *, replace: bool = False) -> int | None:
+        """Load a seed: rules into the log, starting wallets into state.
+
+        Idempotent: the same seed twice changes nothing the second time (None is returned), and
+        starting wallet state never overwrites live state (a running deployment's JM balances
+        and bonus progress are kept); `replace=True` wipes the engine's keys first.
+        Returns the new rules version.
+        """
         if replace:
             await self.clear()
+        fingerprint = hashlib.sha256(
+            b"\n".join(encode_change(c) for c in seed.changes)
+            + repr((sorted(seed.reward_wallets.items()), seed.allocations, seed.bonuses)).encode()
+        ).hexdigest()
+        if not await self.redis.sadd(keys.SEEDS, fingerprint):
+            return None
         accounts: dict[int, AccountState] = {}
         for login, allocation in seed.allocations:
             a = accounts.get(login) or AccountState(login)
@@ -126,11 +139,11 @@ class RedisStore:
             accounts[login] = AccountState(login, a.allocations, (*a.bonuses, bonus))
         async with self.redis.pipeline(transaction=True) as pipe:
             for client, amount in seed.reward_wallets.items():
-                pipe.set(keys.REWARD.format(client=client), cents(amount))
+                pipe.set(keys.REWARD.format(client=client), cents(amount), nx=True)
             for login, state in accounts.items():
                 key = keys.ACCOUNT.format(login=login)
-                pipe.hincrby(key, "v", 1)
-                pipe.hset(key, "s", encode_account(state))
+                pipe.hsetnx(key, "v", 1)
+                pipe.hsetnx(key, "s", encode_account(state))
             await pipe.execute()
         return await self.append_changes(seed.changes)
 
