@@ -10,9 +10,11 @@ __all__ = [
     "REWARD",
     "RULES_LOG",
     "RULES_VERSION",
+    "SEEDS",
     "SETTLE_DIRTY",
     "SETTLE_EMITTED",
     "SETTLE_HOUR",
+    "SETTLE_OUTBOX",
 ]
 
 PREFIX = "rebate:"
@@ -34,3 +36,8 @@ SETTLE_EMITTED = "rebate:settled:{hour}"
 """HASH <ib>|c, <ib>|n, <ib>|seq: what settlement events have already reported."""
 SETTLE_DIRTY = "rebate:settle:dirty"
 """ZSET hour -> epoch seconds: hours with credits not yet reported."""
+SETTLE_OUTBOX = "rebate:settle:outbox"
+"""ZSET settlement record JSON -> lease expiry (epoch seconds): settled by settle.lua, removed
+once its event is acknowledged by the broker; re-published if a worker died holding it."""
+SEEDS = "rebate:seeds"
+"""SET of fingerprints of the seeds loaded: loading the same seed again changes nothing."""
