@@ -103,5 +103,5 @@ def test_plan_and_loyalty_changes() -> None:
 
 
 def test_missing_file_is_a_clear_error() -> None:
-    with pytest.raises(SeedError, match="no-such.yaml: cannot read"):
+    with pytest.raises(SeedError, match=r"no-such\.yaml: cannot read"):
         load_seed("no-such.yaml")
