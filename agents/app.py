@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -24,8 +25,10 @@ from redis.exceptions import RedisError
 from agents.metrics import Metrics
 from agents.pipeline import FillProcessor, Outgoing, Record, Topics
 from agents.settings import Settings
+from agents.settlement import HourlySettlement
 from agents.store import RedisStore
 from agents.transport import configure_app, faust_app_kwargs
+from agents.wallet_commands import WalletCommandHandler, WalletConflict
 from engine import __version__
 
 __all__ = ["Engine", "build_app"]
@@ -198,5 +201,47 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
     async def readyz(web: Any, request: Any) -> Any:
         state = await engine.readiness()
         return web.json(state, status=200 if state["ready"] else 503)
+
+    # -- wallet commands and hourly IB settlement (SPEC 6) -----------------------------------
+    wallet_commands = WalletCommandHandler(store, metrics, settings.topic_wallet_events)
+    settlement = HourlySettlement(
+        store, metrics, settings.topic_settlements, settings.settlement_grace_s
+    )
+
+    @app.agent(engine.topics["wallet_commands"], name="wallet-commands")
+    async def answer_wallet_commands(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_timeout_s):
+            records = [
+                Record(
+                    e.message.value,
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    int(e.message.timestamp * 1000) if e.message.timestamp else None,
+                )
+                for e in events
+            ]
+            delay = _RETRY_FIRST_S
+            while True:  # like the fills: wait for Redis, never skip a command
+                try:
+                    out = await wallet_commands.handle(records)
+                    break
+                except (RedisError, OSError, TimeoutError, WalletConflict) as exc:
+                    log.warning("wallet commands: retrying the batch: %s", exc)
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, _RETRY_MAX_S)
+            await engine.publish(out)
+            for e in events:
+                e.ack()  # acked only now that the answers are acknowledged by the broker
+
+    # Settings has no settlement interval yet: 5 s unless one is added.
+    @app.timer(settings.settlement_interval_s)  # type: ignore[untyped-decorator]
+    async def settle_hours() -> None:
+        try:
+            out = await settlement.flush(datetime.now(UTC))
+            await engine.publish(out)
+            await settlement.confirm(out)  # unconfirmed events are published again later
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("hourly settlement: trying again next tick: %s", exc)
 
     return engine

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import orjson
@@ -257,14 +257,19 @@ def _settlement_increments(s: Settlement) -> tuple[tuple[str, str, int, int, str
     """(hour key, ib, cents, count delta, hour, epoch) for each IB commission credit."""
     from agents import keys  # noqa: PLC0415
 
-    hour = s.fill.close_time.replace(minute=0, second=0, microsecond=0)
-    label = hour.strftime("%Y-%m-%dT%H:00:00Z")
-    epoch = int(hour.astimezone(UTC).timestamp())
     out = []
     for c in s.credits:
         kind = c.basis.get("reversed_kind", c.kind) if c.kind == "reversal" else c.kind
         if kind in _SETTLED_KINDS and c.beneficiary_type == "ib":
             delta = -1 if c.kind == "reversal" else 1
+            # A reversal belongs to the hour of the credit it reverses, so an update that
+            # moves a deal's close time never shifts money between settled hours.
+            closed = (
+                c.basis["reversed_close_time"] if c.kind == "reversal" else c.fill["close_time"]
+            )
+            hour = datetime.fromisoformat(closed).replace(minute=0, second=0, microsecond=0)
+            label = hour.strftime("%Y-%m-%dT%H:00:00Z")
+            epoch = int(hour.astimezone(UTC).timestamp())
             out.append(
                 (
                     keys.SETTLE_HOUR.format(hour=label),

@@ -193,6 +193,11 @@ class Settings(  # type: ignore[misc, unused-ignore]
         description="Seconds after a clock hour ends before its IB settlement is emitted; "
         "later credits go into an adjustment.",
     )
+    settlement_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds between checks for closed hours to settle (hourly IB settlement).",
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

@@ -7,6 +7,7 @@ written together, and a revision seen before returns what it emitted then (SPEC 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -81,22 +82,26 @@ class RedisStore:
         self.rules_version = -1  # nothing loaded yet
         self._rules_loaded = 0  # entries of the rules log folded into self.book
         self._apply = redis.register_script(_APPLY)
+        # The fills and wallet-command agents share this store: one refresh at a time, or
+        # both could fold the same new log entries and skip the ones after them.
+        self._rules_lock = asyncio.Lock()
 
     # -- rules -------------------------------------------------------------------------------
 
     async def refresh_rules(self) -> bool:
         """Fold any new rule changes into the cached book; True when something changed."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(keys.RULES_VERSION)
-            pipe.lrange(keys.RULES_LOG, self._rules_loaded, -1)
-            version_raw, entries = await pipe.execute()
-        version = int(version_raw or 0)
-        if version == self.rules_version:
-            return False
-        self.book.extend(decode_change(e) for e in entries)
-        self._rules_loaded += len(entries)
-        self.rules_version = version
-        return True
+        async with self._rules_lock:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.get(keys.RULES_VERSION)
+                pipe.lrange(keys.RULES_LOG, self._rules_loaded, -1)
+                version_raw, entries = await pipe.execute()
+            version = int(version_raw or 0)
+            if version == self.rules_version:
+                return False
+            self.book.extend(decode_change(e) for e in entries)
+            self._rules_loaded += len(entries)
+            self.rules_version = version
+            return True
 
     async def append_changes(self, changes: Iterable[Change]) -> int:
         """Append rule changes (seed or admin) and bump the version; returns the new version."""

@@ -40,7 +40,7 @@ def fill_ref(fill: Fill) -> dict[str, Any]:
         "login": fill.login,
         "symbol": fill.symbol,
         "lots": fmt(fill.lots),
-        "close_time": fill.close_time.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "close_time": fill.close_time_text,
         "event": fill.event,
         "revision": fill.revision,
     }

@@ -28,6 +28,11 @@ def pct_of(amount: Decimal, pct: Decimal) -> Decimal:
 
 def fmt(value: Decimal) -> str:
     """A decimal as a plain string without exponent or trailing zeros ("100", "0.02", "1.5")."""
-    if value == value.to_integral_value():
-        return format(value.quantize(Decimal(1)), "f")
-    return format(value.normalize(), "f")
+    text = str(value)  # fast, exact; exponent form only for very large or small magnitudes
+    if "E" in text:
+        if value == value.to_integral_value():
+            return format(value.quantize(Decimal(1)), "f")
+        return format(value.normalize(), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text

@@ -246,6 +246,7 @@ def _reversals(fill: Fill, ref: dict[str, Any], standing: Standing) -> list[Cred
                 "method": "reversal",
                 "reversed_kind": c.kind,
                 "reason": fill.event if fill.event != "add" else "resent",
+                "reversed_close_time": c.fill["close_time"],
                 "base": f"{c.amount:.2f}",
                 "formula": f"-({c.amount:.2f}) of {c.credit_id}",
             },
