@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -40,12 +41,25 @@ _PROGRESS_MIN_BYTES = 2_000_000  # show a progress bar only when it has somethin
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    tune_gc()
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return 2
     code: int = handler(args)
     return code
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for long runs.
+
+    The engine allocates many short-lived objects per fill and keeps large long-lived ones
+    (rules, caches, the offline ledger). With CPython's default thresholds the cyclic
+    collector rescans those again and again; freezing what exists at start-up and collecting
+    the young generation less often measured ~1.5x on the offline replay (see README).
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
 
 
 def _parser() -> argparse.ArgumentParser:
