@@ -7,10 +7,12 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given, settings
 
 from engine.errors import BadFill
-from engine.fill import decode_fill
+from engine.fill import _parse_checked, _parse_fast, decode_fill
 from tests.factories import fill_line, make_fill, make_fill_dict
+from tests.strategies import bad_fills, fills
 
 
 def test_mt4_and_mt5_volume_units() -> None:
@@ -74,3 +76,18 @@ def test_real_mt4_histories_parse_except_the_thousands_separators() -> None:
                     bad.append(f"{exc.reason}:{exc.field}")
     # The converter kept "1 344.00"-style thousands separators in 78 profits: a schema error.
     assert (good, len(bad), set(bad)) == (2407, 78, {"schema:profit"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(fill=fills())
+def test_fast_and_careful_parsers_agree_on_good_fills(fill: dict[str, object]) -> None:
+    assert _parse_fast(fill) == _parse_checked(fill)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=bad_fills())
+def test_every_bad_fill_gets_the_reason_its_defect_calls_for(case: tuple[bytes, str]) -> None:
+    raw, reason = case
+    with pytest.raises(BadFill) as err:
+        decode_fill(raw)
+    assert err.value.reason == reason
