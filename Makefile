@@ -35,6 +35,9 @@ demo: $(STAMP) ## replay the sample fills through the real Faust worker on the e
 bench: $(STAMP) ## measure engine-only, Faust worker and plain aiokafka pipeline side by side
 	$(BIN)/rebate-engine bench
 
+docs: $(STAMP) ## regenerate the README's configuration reference from the settings object
+	$(BIN)/python scripts/docs.py README.md
+
 fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -42,4 +45,4 @@ fmt: $(STAMP) ## format the code
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
-.PHONY: help install tools lint test demo bench fmt clean
+.PHONY: help install tools lint test demo bench docs fmt clean
