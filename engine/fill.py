@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -69,11 +69,12 @@ class Fill:
     """16 hex chars identifying this exact revision (hash of the fill.v1 fields)."""
     close_time_text: str
     """close_time exactly as the bridge wrote it: what credits quote."""
+    lots: Decimal = field(init=False, compare=False)
+    """Volume in lots: MT4 volume / 100, MT5 volume / 10000."""
 
-    @property
-    def lots(self) -> Decimal:
-        """Volume in lots: MT4 volume / 100, MT5 volume / 10000."""
-        return Decimal(self.volume).scaleb(PLATFORM_LOT_EXPONENT[self.platform])
+    def __post_init__(self) -> None:
+        lots = Decimal(self.volume).scaleb(PLATFORM_LOT_EXPONENT[self.platform])
+        object.__setattr__(self, "lots", lots)
 
     @property
     def earns(self) -> bool:

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.money import fmt
 
 __all__ = [
     "SUBJECTS",
@@ -91,14 +92,19 @@ class Rule:
     method: str  # one of METHODS
     rate: Decimal
     max_usd_per_lot: Decimal | None = None
+    label: str = field(init=False, compare=False)
+    """How the rule reads in a credit's basis, e.g. "#2 types=standard symbols=* per_lot_usd=15"."""
+    rate_text: str = field(init=False, compare=False)
 
-    @property
-    def label(self) -> str:
+    def __post_init__(self) -> None:
+        # Built once per rule, not once per credit: both appear in every credit's basis.
         cap = f" cap {self.max_usd_per_lot}/lot" if self.max_usd_per_lot is not None else ""
-        return (
+        label = (
             f"#{self.index} types={','.join(self.account_types)} "
             f"symbols={','.join(self.symbols)} {self.method}={self.rate}{cap}"
         )
+        object.__setattr__(self, "label", label)
+        object.__setattr__(self, "rate_text", fmt(self.rate))
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,7 +157,7 @@ def _earn(
             g = f"{parts.gross:.2f}"
             credit("ib_commission", ("ib", ib.id), parts.net, "USD", lambda: {
                 "level": 1, "method": rule.method, "plan": plan.id, "rule": rule.label,
-                "rate": fmt(rule.rate), "base": fmt(gross.base), "gross": g,
+                "rate": rule.rate_text, "base": fmt(gross.base), "gross": g,
                 "rebate": f"{parts.rebate:.2f}",
                 "formula": f"{gross.formula} = {g} gross - {parts.rebate:.2f} client rebate"
                            f" = {parts.net:.2f}",
