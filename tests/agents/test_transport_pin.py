@@ -27,6 +27,20 @@ PINNED: dict[str, tuple[Any, str]] = {
         faust.transport.consumer.Consumer._drain_messages,
         "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417",
     ),
+    # copied into agents.transport.Consumer._wait_next_records (the back-pressure nap fix),
+    # and the two buffer callbacks it relies on (on_buffer_drop is extended to wake it)
+    "Consumer._wait_next_records": (
+        faust.transport.consumer.Consumer._wait_next_records,
+        "6218e1969a636b3ff504ad1b8e7ad58a113572e43d746cc96d684ed5153032c6",
+    ),
+    "Consumer.on_buffer_drop": (
+        faust.transport.consumer.Consumer.on_buffer_drop,
+        "4b57e8a418d5ad9c58632b13b58b377ae185855520fd1280870cf7141ac0d1d0",
+    ),
+    "Consumer.on_buffer_full": (
+        faust.transport.consumer.Consumer.on_buffer_full,
+        "c8961679e0bcdce5c23b07143d687ec8814492012e176332552e81b8feb7862c",
+    ),
     # overridden to return our ConsumerThread
     "aiokafka.Consumer._new_consumer_thread": (
         faust_aiokafka.Consumer._new_consumer_thread,
