@@ -20,6 +20,10 @@ from tests.factories import fill_line, lots
 REAL = sorted(glob.glob("sample/fills/*.fills.jsonl"))
 
 
+def _real_lines() -> list[bytes]:
+    return [line for path in REAL for line in Path(path).read_bytes().splitlines()]
+
+
 def _records(lines: list[bytes]) -> list[Record]:
     return [Record(line, "fills.v1", 0, i, 1_700_000_000_000) for i, line in enumerate(lines)]
 
@@ -41,7 +45,7 @@ async def _run(processor: FillProcessor, lines: list[bytes], batch: int) -> list
 
 
 async def test_real_histories_through_redis_match_the_offline_replay(redis: Redis) -> None:
-    lines = [line.rstrip(b"\n") for path in REAL for line in Path(path).read_bytes().splitlines()]
+    lines = _real_lines()
     store = RedisStore(redis)
     await store.load_seed(load_seed("sample/seed.yaml"))
     processor = FillProcessor(store, Metrics())

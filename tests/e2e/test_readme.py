@@ -11,7 +11,9 @@ README = Path("README.md").read_text()
 
 def test_quick_start_is_the_two_commands() -> None:
     quick = README.split("## Quick start", 1)[1].split("##", 1)[0]
-    commands = [line.split("#")[0].strip() for line in quick.splitlines() if line.startswith("make ")]
+    commands = [
+        line.split("#")[0].strip() for line in quick.splitlines() if line.startswith("make ")
+    ]
     assert commands == ["make demo", "make test"]
 
 
