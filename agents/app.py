@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
@@ -108,9 +109,16 @@ class Engine:
                 self.metrics.paused.set(0)
             return result
 
+    def _assignment(self) -> set[Any]:
+        """Assigned partitions; none while the consumer is still starting (web is up first)."""
+        try:
+            return set(self.app.consumer.assignment())
+        except ConsumerNotStarted:
+            return set()
+
     def update_lag(self) -> None:
         consumer = self.app.consumer
-        assignment = consumer.assignment()
+        assignment = self._assignment()
         fills = self.settings.topic_fills
         partitions = [tp for tp in assignment if tp.topic == fills]
         self.metrics.partitions_assigned.set(len(partitions))
@@ -129,9 +137,7 @@ class Engine:
         self.metrics.consumer_lag_seconds.set(seconds)
 
     async def readiness(self) -> dict[str, Any]:
-        assigned = len(
-            [tp for tp in self.app.consumer.assignment() if tp.topic == self.settings.topic_fills]
-        )
+        assigned = len([tp for tp in self._assignment() if tp.topic == self.settings.topic_fills])
         try:
             redis_ok = bool(await asyncio.wait_for(self.redis.ping(), timeout=1.0))
         except (RedisError, OSError, TimeoutError):

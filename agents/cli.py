@@ -200,6 +200,7 @@ def _worker(args: argparse.Namespace) -> int:
         worker = faust.Worker(
             engine.app, loglevel=settings.log_level, quiet=True, override_logging=False
         )
+        worker.spinner = None  # it writes terminal escapes to stdout, even when not a tty
         worker.execute_from_commandline()  # returns only when the worker stops
     return 0
 

@@ -50,3 +50,6 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # At DEBUG aiokafka logs every record it sends or fetches (credits, beneficiary ids) and
+    # raw request bytes: never personal data in logs, whatever the engine's level.
+    logging.getLogger("aiokafka").setLevel(max(logging.getLevelName(level), logging.INFO))

@@ -122,7 +122,9 @@ class WalletCommandHandler:
         try:
             schemas.validate("wallet-command.v1", data)
         except schemas.SchemaError as exc:
-            self._invalid(record, data, str(exc))
+            # The path and the failed check only: the message quotes the offending value,
+            # which may be personal data (a name sent where an id belongs).
+            self._invalid(record, data, f"{exc.path}: fails '{exc.keyword}'")
             return None
         command: dict[str, Any] = data
         return command

@@ -83,7 +83,10 @@ class WorkerProcess:
             with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
                 return cast(dict[str, object], orjson.loads(response.read()))
         except urllib.error.HTTPError as exc:  # 503 while not ready: still a JSON answer
-            return cast(dict[str, object], orjson.loads(exc.read()))
+            try:
+                return cast(dict[str, object], orjson.loads(exc.read()))
+            except ValueError:  # any other error page: not ready yet
+                return None
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
