@@ -11,10 +11,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import faust
 from faust.exceptions import ConsumerNotStarted
@@ -36,6 +37,7 @@ __all__ = ["Engine", "build_app"]
 
 log = logging.getLogger("rebate.app")
 
+_T = TypeVar("_T")
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 2.0
 
@@ -66,17 +68,8 @@ class Engine:
             await asyncio.gather(*futures)
 
     async def handle_fills(self, events: Sequence[EventT[Any]]) -> None:
-        records = [
-            Record(
-                e.message.value,
-                e.message.topic,
-                e.message.partition,
-                e.message.offset,
-                int(e.message.timestamp * 1000) if e.message.timestamp else None,
-            )
-            for e in events
-        ]
-        result = await self._until_redis_answers(records)
+        records = records_of(events)
+        result = await self.until_redis_answers(lambda: self.processor.process(records))
         await self.publish(result.outgoing)
         now = time.time()
         for ts in result.timestamps_ms:
@@ -87,19 +80,27 @@ class Engine:
         if result.timestamps_ms:
             self.newest_fill_ts = max(result.timestamps_ms) / 1000
 
-    async def _until_redis_answers(self, records: list[Record]) -> Any:
-        """Process the batch, pausing with backoff while Redis is down or slow (SPEC 7)."""
+    async def until_redis_answers(
+        self, work: Callable[[], Awaitable[_T]], retry_on: tuple[type[Exception], ...] = ()
+    ) -> _T:
+        """Run `work`, pausing with jittered backoff while Redis is down or slow (SPEC 7).
+
+        Nothing is skipped: the same batch is retried until it goes through, and the batch is
+        not acked meanwhile, so Faust stops fetching once its buffer is full.
+        """
         delay = _RETRY_FIRST_S
+        errors: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError, *retry_on)
         while True:
             try:
-                result = await self.processor.process(records)
-            except (RedisError, OSError, TimeoutError) as exc:
+                result = await work()
+            except errors as exc:
                 if not self.paused:
                     log.warning("redis unavailable, pausing consumption: %s", type(exc).__name__)
                     self.metrics.pauses.inc()
                 self.paused = True
                 self.metrics.paused.set(1)
                 self.processor.forget_accounts()  # what Redis holds is unknown until it answers
+                # Jitter, so that workers do not hammer a recovering Redis in lockstep.
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, _RETRY_MAX_S)
                 continue
@@ -148,6 +149,20 @@ class Engine:
             "paused": self.paused,
             "ready": assigned > 0 and redis_ok and not self.paused,
         }
+
+
+def records_of(events: Sequence[EventT[Any]]) -> list[Record]:
+    """The consumed records of a batch, with what dead letters and latency need."""
+    return [
+        Record(
+            e.message.value,
+            e.message.topic,
+            e.message.partition,
+            e.message.offset,
+            int(e.message.timestamp * 1000) if e.message.timestamp else None,
+        )
+        for e in events
+    ]
 
 
 def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
@@ -217,30 +232,13 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
     @app.agent(engine.topics["wallet_commands"], name="wallet-commands")
     async def answer_wallet_commands(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_timeout_s):
-            records = [
-                Record(
-                    e.message.value,
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    int(e.message.timestamp * 1000) if e.message.timestamp else None,
-                )
-                for e in events
-            ]
-            delay = _RETRY_FIRST_S
-            while True:  # like the fills: wait for Redis, never skip a command
-                try:
-                    out = await wallet_commands.handle(records)
-                    break
-                except (RedisError, OSError, TimeoutError, WalletConflict) as exc:
-                    log.warning("wallet commands: retrying the batch: %s", exc)
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, _RETRY_MAX_S)
+            out = await engine.until_redis_answers(
+                partial(wallet_commands.handle, records_of(events)), retry_on=(WalletConflict,)
+            )
             await engine.publish(out)
             for e in events:
                 e.ack()  # acked only now that the answers are acknowledged by the broker
 
-    # Settings has no settlement interval yet: 5 s unless one is added.
     @app.timer(settings.settlement_interval_s)  # type: ignore[untyped-decorator]
     async def settle_hours() -> None:
         try:

@@ -127,6 +127,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seed_or_none(path: Path) -> Seed | None:
+    """Load a seed, or say on one plain line (file:line: field: problem) why not."""
+    try:
+        return load_seed(path)
+    except SeedError as exc:
+        # Plain print, never wrapped: the file:line:field must stay on one line for editors/CI.
+        print(f"error: bad seed: {exc}", file=sys.stderr)
+        return None
+
+
 def _replay(args: argparse.Namespace) -> int:
     if args.via_kafka:
         return _replay_via_kafka(args)
@@ -135,11 +145,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _replay_offline(args: argparse.Namespace) -> int:
     console = Console(stderr=True, quiet=args.quiet)
-    try:
-        seed = load_seed(args.seed)
-    except SeedError as exc:
-        # Plain print, never wrapped: the file:line:field must stay on one line for editors/CI.
-        print(f"error: bad seed: {exc}", file=sys.stderr)
+    seed = _seed_or_none(args.seed)
+    if seed is None:
         return 2
     missing = [str(p) for p in args.fills if not p.is_file()]
     if missing:
@@ -207,10 +214,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _seed(args: argparse.Namespace) -> int:
     settings = Settings()
-    try:
-        seed = load_seed(args.file)
-    except SeedError as exc:
-        print(f"error: bad seed: {exc}", file=sys.stderr)
+    seed = _seed_or_none(args.file)
+    if seed is None:
         return 2
     if settings.redis_url is None:
         print(
@@ -252,10 +257,8 @@ def _read_all(paths: Sequence[Path]) -> list[bytes]:
 
 def _replay_via_kafka(args: argparse.Namespace) -> int:
     console = Console(stderr=True, quiet=args.quiet)
-    try:
-        seed = load_seed(args.seed)
-    except SeedError as exc:
-        print(f"error: bad seed: {exc}", file=sys.stderr)
+    seed = _seed_or_none(args.seed)
+    if seed is None:
         return 2
     lines = _read_all(args.fills)
     settings = Settings()
