@@ -34,16 +34,15 @@ class Gross:
     rule: Rule
     capped: bool
 
-    @property
-    def formula(self) -> str:
-        """The computation in words, for a partner to redo by hand."""
+    def formula(self, base_text: str) -> str:
+        """The computation in words, for a partner to redo by hand (base_text = fmt(base))."""
         r = self.rule
         if r.method == "per_lot_usd":
-            text = f"{fmt(self.base)} lots x {fmt(r.rate)} USD/lot"
+            text = f"{base_text} lots x {r.rate_text} USD/lot"
         elif r.method == "spread_pct":
-            text = f"{fmt(r.rate)}% of spread cost {fmt(self.base)} USD"
+            text = f"{r.rate_text}% of spread cost {base_text} USD"
         else:
-            text = f"{fmt(r.rate)}% of commission {fmt(self.base)} USD"
+            text = f"{r.rate_text}% of commission {base_text} USD"
         if self.capped and r.max_usd_per_lot is not None:
             text += f", capped at {fmt(r.max_usd_per_lot)} USD/lot"
         return text

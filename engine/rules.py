@@ -122,6 +122,12 @@ class Loyalty:
     accrual_pct: Decimal = Decimal(10)
     coverage_pct: Decimal = Decimal(50)
     exclude_ib_referred: bool = False
+    accrual_text: str = field(init=False, compare=False)
+    coverage_text: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:  # formatted once, quoted in every loyalty credit
+        object.__setattr__(self, "accrual_text", fmt(self.accrual_pct))
+        object.__setattr__(self, "coverage_text", fmt(self.coverage_pct))
 
 
 @dataclass(frozen=True, slots=True)

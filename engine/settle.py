@@ -155,17 +155,18 @@ def _earn(
             pct, source = rebate_rate(attr.client, ib)
             parts = split(gross.amount, pct)
             g = f"{parts.gross:.2f}"
+            base_text, pct_text = fmt(gross.base), fmt(pct)
             credit("ib_commission", ("ib", ib.id), parts.net, "USD", lambda: {
                 "level": 1, "method": rule.method, "plan": plan.id, "rule": rule.label,
-                "rate": rule.rate_text, "base": fmt(gross.base), "gross": g,
+                "rate": rule.rate_text, "base": base_text, "gross": g,
                 "rebate": f"{parts.rebate:.2f}",
-                "formula": f"{gross.formula} = {g} gross - {parts.rebate:.2f} client rebate"
-                           f" = {parts.net:.2f}",
+                "formula": f"{gross.formula(base_text)} = {g} gross - {parts.rebate:.2f} client"
+                           f" rebate = {parts.net:.2f}",
             })  # fmt: skip
             credit("client_rebate", ("client", attr.client.id), parts.rebate, "USD", lambda: {
                 "level": 1, "method": "rebate_pct", "plan": plan.id, "ib": ib.id,
-                "rate": fmt(pct), "base": g, "source": source,
-                "formula": f"{g} x {fmt(pct)}% = {parts.rebate:.2f}",
+                "rate": pct_text, "base": g, "source": source,
+                "formula": f"{g} x {pct_text}% = {parts.rebate:.2f}",
             })  # fmt: skip
             for o in upline_overrides(attr.uplines, parts.gross):
                 basis = partial(_override_basis, o, ib.id, g)
@@ -173,24 +174,25 @@ def _earn(
 
     # SPEC 4.6: JM USD coverage; SPEC 4.7: loyalty accrual.
     cost_usd = costs.cost_usd
+    cost_text = fmt(cost_usd)
     loyalty = attr.loyalty
     wanted, covered, taken, account = take_coverage(
         account, cost_usd, loyalty.coverage_pct, fill.open_time
     )
     credit("jm_coverage", ("account", str(fill.login)), covered, "USD", lambda: {
-        "level": 0, "method": "coverage_pct", "rate": fmt(loyalty.coverage_pct),
-        "base": fmt(cost_usd), "wanted": f"{wanted:.2f}",
-        "formula": f"min({fmt(cost_usd)} cost x {fmt(loyalty.coverage_pct)}% = {wanted:.2f},"
+        "level": 0, "method": "coverage_pct", "rate": loyalty.coverage_text,
+        "base": cost_text, "wanted": f"{wanted:.2f}",
+        "formula": f"min({cost_text} cost x {loyalty.coverage_text}% = {wanted:.2f},"
                    f" JM balance) = {covered:.2f}",
     })  # fmt: skip
     accrued = ZERO
     if not (loyalty.exclude_ib_referred and attr.client.ib is not None):
         accrued = accrual(cost_usd, covered, loyalty.accrual_pct)
         credit("loyalty_accrual", ("client", attr.client.id), accrued, "JMUSD", lambda: {
-            "level": 0, "method": "accrual_pct", "rate": fmt(loyalty.accrual_pct),
+            "level": 0, "method": "accrual_pct", "rate": loyalty.accrual_text,
             "base": fmt(cost_usd - covered),
-            "formula": f"({fmt(cost_usd)} cost - {covered:.2f} covered) x "
-                       f"{fmt(loyalty.accrual_pct)}% = {accrued:.2f}",
+            "formula": f"({cost_text} cost - {covered:.2f} covered) x "
+                       f"{loyalty.accrual_text}% = {accrued:.2f}",
         })  # fmt: skip
 
     # SPEC 4.8: deposit-bonus turnover.
