@@ -43,6 +43,7 @@ then `broker="rebate://host:9092"`; it then reads `Settings()` from the environm
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import faust
@@ -283,6 +284,9 @@ def faust_app_kwargs(settings: Settings) -> dict[str, Any]:
         # Tansu (and Kafka without transactions configured) cannot do exactly_once; the
         # engine makes at-least-once idempotent in Redis instead (SPEC section 7).
         "processing_guarantee": "at_least_once",
+        # Faust's default data directory is "<app id>-data" in the current directory; the
+        # engine keeps no state there (no tables), so a private temp dir keeps checkouts clean.
+        "datadir": tempfile.mkdtemp(prefix="rebate-faust-"),
         "broker_session_timeout": settings.session_timeout_s,
         "broker_heartbeat_interval": settings.heartbeat_interval_s,
         "broker_rebalance_timeout": settings.rebalance_timeout_s,
