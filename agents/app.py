@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +40,8 @@ log = logging.getLogger("rebate.app")
 
 _T = TypeVar("_T")
 _RETRY_FIRST_S = 0.05
+_FINISH_ON_STOP_S = 20.0
+_EXIT_UNCOMMITTED = 70  # EX_SOFTWARE: a supervisor restarts the worker
 _RETRY_MAX_S = 2.0
 
 
@@ -151,6 +154,30 @@ class Engine:
         }
 
 
+async def whole_batch(work: Awaitable[None]) -> None:
+    """Run one batch so that it either completes or the process ends without acking it.
+
+    Faust's `take_events` acks a batch in a `finally`, so an exception or a cancellation
+    escaping the loop body would let its offsets be committed with nothing published. So:
+    on SIGTERM (the agent is cancelled) the batch in flight is finished first, as SPEC 7 asks;
+    on an unexpected error, or if it cannot finish in time, the process exits at once and the
+    batch is read again by whoever owns the partition next (processing is idempotent).
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        try:
+            await asyncio.wait_for(asyncio.shield(task), _FINISH_ON_STOP_S)
+        except BaseException:
+            log.critical("stopping: the batch in flight could not finish; exiting uncommitted")
+            os._exit(_EXIT_UNCOMMITTED)
+        raise
+    except Exception:
+        log.critical("a batch failed; exiting without committing it", exc_info=True)
+        os._exit(_EXIT_UNCOMMITTED)
+
+
 def records_of(events: Sequence[EventT[Any]]) -> list[Record]:
     """The consumed records of a batch, with what dead letters and latency need."""
     return [
@@ -196,7 +223,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
     @app.agent(engine.topics["fills"], name="settle-fills")
     async def settle_fills(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_timeout_s):
-            await engine.handle_fills(events)
+            await whole_batch(engine.handle_fills(events))
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def lag() -> None:
@@ -232,12 +259,15 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
     @app.agent(engine.topics["wallet_commands"], name="wallet-commands")
     async def answer_wallet_commands(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_timeout_s):
-            out = await engine.until_redis_answers(
-                partial(wallet_commands.handle, records_of(events)), retry_on=(WalletConflict,)
-            )
-            await engine.publish(out)
-            for e in events:
-                e.ack()  # acked only now that the answers are acknowledged by the broker
+            await whole_batch(answer(events))
+
+    async def answer(events: Sequence[EventT[Any]]) -> None:
+        out = await engine.until_redis_answers(
+            partial(wallet_commands.handle, records_of(events)), retry_on=(WalletConflict,)
+        )
+        await engine.publish(out)
+        for e in events:
+            e.ack()  # acked only now that the answers are acknowledged by the broker
 
     @app.timer(settings.settlement_interval_s)  # type: ignore[untyped-decorator]
     async def settle_hours() -> None:

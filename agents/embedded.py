@@ -136,7 +136,7 @@ def _free_port() -> int:
         return port
 
 
-def _die_with_parent_thread() -> Callable[[], None] | None:
+def die_with_parent_thread() -> Callable[[], None] | None:
     """A preexec_fn making the child get SIGTERM when the starting thread dies (Linux only).
 
     Covers the case atexit cannot: the test runner or CLI being SIGKILLed. The kernel ties the
@@ -220,7 +220,7 @@ class ManagedProcess:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "NO_COLOR": "1"},
-                preexec_fn=_die_with_parent_thread(),  # noqa: PLW1509 - only sets PDEATHSIG
+                preexec_fn=die_with_parent_thread(),  # noqa: PLW1509 - only sets PDEATHSIG
                 close_fds=True,
             )
         self._paused = False

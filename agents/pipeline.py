@@ -31,7 +31,10 @@ from engine.state import AccountState, DealJournal, Output, Standing
 __all__ = ["FillProcessor", "Outgoing", "Record", "Topics"]
 
 _T = TypeVar("_T")
-_MAX_ROUNDS = 8  # compare-and-set retries for one batch; each round settles at least one item
+_MAX_ROUNDS = 8
+_DLQ_MAX_VALUE = (
+    256 * 1024
+)  # compare-and-set retries for one batch; each round settles at least one item
 _SETTLED_KINDS = frozenset({"ib_commission", "ib_override"})
 
 
@@ -70,6 +73,7 @@ class _Pending:
     fill: Fill
     settlement: Settlement | None = None
     output: Output | None = None  # what was published for it (stored output on re-delivery)
+    conflicted: bool = False  # Redis disagreed with our view once: reload its deal too
 
 
 @dataclass
@@ -134,27 +138,46 @@ class FillProcessor:
                     )
                 )
             self.metrics.fills.labels(p.settlement.outcome).inc()
+        for o in result.outgoing:
+            if o.topic == self.topics.dead_letters:
+                self.metrics.dead_letters.labels(o.headers[0][1].decode()).inc()
+                self.metrics.fills.labels("dead_lettered").inc()
         self.metrics.batch_size.observe(len(records))
         return result
 
     async def _round(self, todo: list[_Pending], result: BatchResult) -> list[_Pending]:
-        """Settle `todo` against cached state, apply, and return the items to redo."""
+        """Settle `todo` against cached state, apply, and return the items to redo.
+
+        Dead letters of a round are kept only when the round stands: a round redone under
+        newer rules may credit a fill the older rules could not attribute.
+        """
         need_logins = sorted({p.fill.login for p in todo} - self._accounts.keys())
-        need_deals = sorted({(p.fill.server, p.fill.deal) for p in todo if p.fill.event != "add"})
+        # Adds are optimistic (no standing expected; the script checks). Updates, deletes and
+        # anything Redis contradicted before load what stands for their deal.
+        need_deals = sorted(
+            {(p.fill.server, p.fill.deal) for p in todo if p.fill.event != "add" or p.conflicted}
+        )
         standings: dict[tuple[str, int], Standing | None] = {}
         if need_logins or need_deals:
             loaded, standings = await self._timed(
                 "load", self.store.load_state(need_logins, need_deals)
             )
             self._accounts.update(loaded)
+        dead: list[Outgoing] = []
         try:
-            items = self._settle_all(todo, standings, result)
+            items = self._settle_all(todo, standings, dead)
             if not items:
+                # Nothing for the script to check the rules version against: ask directly,
+                # so a fill for an account added a moment ago is not settled on old rules.
+                if await self._timed("rules", self.store.refresh_rules()):
+                    return todo
+                result.outgoing.extend(dead)
                 return []
             replies = await self._timed("apply", self.store.apply([i for i, _ in items]))
         except StaleRules:
             await self._timed("rules", self.store.refresh_rules())
             return todo
+        result.outgoing.extend(dead)
         redo: list[_Pending] = []
         broken: set[int] = set()
         for (item, p), (status, payload) in zip(items, replies, strict=True):
@@ -165,6 +188,7 @@ class FillProcessor:
                 p.settlement = _duplicate(p.settlement)
                 broken.add(item.login)
             else:
+                p.conflicted = True
                 redo.append(p)
                 broken.add(item.login)
         for login in broken:  # our cached view of these accounts is no longer Redis's
@@ -175,7 +199,7 @@ class FillProcessor:
         self,
         todo: list[_Pending],
         standings: dict[tuple[str, int], Standing | None],
-        result: BatchResult,
+        dead: list[Outgoing],
     ) -> list[tuple[ApplyItem, _Pending]]:
         items: list[tuple[ApplyItem, _Pending]] = []
         # Local view for this round: fills of one account / deal in one batch chain on
@@ -190,7 +214,7 @@ class FillProcessor:
             try:
                 s = settle(fill, self.store.book, account, DealJournal(processed, standing))
             except ConfigError as exc:
-                result.outgoing.append(self._dead_letter(p.record, exc.reason, str(exc)))
+                dead.append(self._dead_letter(p.record, exc.reason, str(exc)))
                 p.settlement = None
                 continue
             p.settlement, p.output = s, s.output
@@ -216,20 +240,20 @@ class FillProcessor:
         return items
 
     def _dead_letter(self, record: Record, reason: str, message: str) -> Outgoing:
-        self.metrics.dead_letters.labels(reason).inc()
-        self.metrics.fills.labels("dead_lettered").inc()
-        return Outgoing(
-            self.topics.dead_letters,
-            b"",
-            record.value or b"",
-            (
-                ("error", reason.encode()),
-                ("error_message", message.encode()[:1000]),
-                ("original_topic", record.topic.encode()),
-                ("original_partition", str(record.partition).encode()),
-                ("original_offset", str(record.offset).encode()),
-            ),
-        )
+        value = record.value or b""
+        headers = [
+            ("error", reason.encode()),
+            ("error_message", message.encode()[:1000]),
+            ("original_topic", record.topic.encode()),
+            ("original_partition", str(record.partition).encode()),
+            ("original_offset", str(record.offset).encode()),
+        ]
+        if len(value) > _DLQ_MAX_VALUE:
+            # The original stays in fills.v1 at the offset named above; a dead letter larger
+            # than the producer's request limit would fail the whole batch instead.
+            headers.append(("truncated_from_bytes", str(len(value)).encode()))
+            value = value[:_DLQ_MAX_VALUE]
+        return Outgoing(self.topics.dead_letters, b"", value, tuple(headers))
 
     async def _timed(self, op: str, awaitable: Awaitable[_T]) -> _T:
         start = time.perf_counter()
@@ -244,6 +268,14 @@ class FillProcessor:
 
 
 def _changes_state(s: Settlement, prior: Standing | None) -> bool:
+    """Whether the script must see this revision.
+
+    Updates and deletes always go through it, even when they change nothing here: only the
+    script's journal knows whether this revision was processed before (and what it emitted,
+    to publish again after a crash).
+    """
+    if s.fill.event != "add":
+        return True
     return bool(s.credits or s.output.events or s.standing or prior or s.reward_deltas)
 
 

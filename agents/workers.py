@@ -20,6 +20,7 @@ from typing import cast
 
 import orjson
 
+from agents.embedded import die_with_parent_thread
 from agents.settings import Settings, env_var_name
 
 __all__ = ["WorkerProcess", "free_port", "settings_env"]
@@ -74,6 +75,7 @@ class WorkerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a terminal's Ctrl-C goes to us, we stop it cleanly
+            preexec_fn=die_with_parent_thread(),  # noqa: PLW1509 - only sets PDEATHSIG
         )
         log.close()
         return self
