@@ -423,7 +423,6 @@ class FaustSystem:
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.worker = WorkerProcess(settings, log_path)
-        self.group = settings.consumer_group
         self._metrics = ""
 
     @property
@@ -440,8 +439,6 @@ class FaustSystem:
         with contextlib.suppress(OSError):
             self._metrics = self.worker.metrics_text()
         self.worker.stop(timeout_s=20)
-        # Faust makes "<app id>-data" in its working directory even with memory:// tables.
-        shutil.rmtree(Path.cwd() / f"{self.group}-data", ignore_errors=True)
 
     def metrics_text(self) -> str:
         return self._metrics or self.worker.metrics_text()

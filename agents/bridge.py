@@ -199,7 +199,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # progress lines stay one line each
     problem = _check_args(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
