@@ -15,10 +15,12 @@ import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from functools import lru_cache
+from typing import Any, TypeVar
 
 import orjson
 
+from agents import keys
 from agents.codec import decode_output, encode_output, encode_standing
 from agents.metrics import Metrics
 from agents.store import ApplyItem, RedisStore, StaleRules, cents
@@ -88,6 +90,19 @@ class FillProcessor:
         self.metrics = metrics
         self.topics = topics or Topics()
         self._accounts: dict[int, tuple[int, AccountState]] = {}
+        self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def _credit_metrics(self, kind: str, currency: str) -> tuple[Any, Any]:
+        """The labelled counters of a credit kind (label lookups cost more than the increments)."""
+        try:
+            return self._metric_children[(kind, currency)]
+        except KeyError:
+            children = (
+                self.metrics.credits.labels(kind),
+                self.metrics.credit_amount.labels(kind, currency),
+            )
+            self._metric_children[(kind, currency)] = children
+            return children
 
     def forget_accounts(self) -> None:
         """Drop cached wallet state (on rebalance: another worker may own the logins now)."""
@@ -125,10 +140,9 @@ class FillProcessor:
                         self.topics.credits, credit.beneficiary_id.encode(), orjson.dumps(data)
                     )
                 )
-                self.metrics.credits.labels(credit.kind).inc()
-                self.metrics.credit_amount.labels(credit.kind, credit.currency).inc(
-                    abs(float(credit.amount))
-                )
+                count, amount = self._credit_metrics(credit.kind, credit.currency)
+                count.inc()
+                amount.inc(abs(float(credit.amount)))
             for event in p.output.events:
                 result.outgoing.append(
                     Outgoing(
@@ -285,10 +299,16 @@ def _duplicate(s: Settlement | None) -> Settlement | None:
     return Settlement(s.fill, "duplicate", None, s.output, s.account, s.standing)
 
 
+@lru_cache(maxsize=4096)
+def _hour_of(close_time: str) -> tuple[str, str, int]:
+    """(settle key, hour label, epoch) of a close_time: fills arrive hour by hour, so cached."""
+    hour = datetime.fromisoformat(close_time).replace(minute=0, second=0, microsecond=0)
+    label = hour.strftime("%Y-%m-%dT%H:00:00Z")
+    return keys.SETTLE_HOUR.format(hour=label), label, int(hour.astimezone(UTC).timestamp())
+
+
 def _settlement_increments(s: Settlement) -> tuple[tuple[str, str, int, int, str, int], ...]:
     """(hour key, ib, cents, count delta, hour, epoch) for each IB commission credit."""
-    from agents import keys  # noqa: PLC0415
-
     out = []
     for c in s.credits:
         kind = c.basis.get("reversed_kind", c.kind) if c.kind == "reversal" else c.kind
@@ -299,17 +319,6 @@ def _settlement_increments(s: Settlement) -> tuple[tuple[str, str, int, int, str
             closed = (
                 c.basis["reversed_close_time"] if c.kind == "reversal" else c.fill["close_time"]
             )
-            hour = datetime.fromisoformat(closed).replace(minute=0, second=0, microsecond=0)
-            label = hour.strftime("%Y-%m-%dT%H:00:00Z")
-            epoch = int(hour.astimezone(UTC).timestamp())
-            out.append(
-                (
-                    keys.SETTLE_HOUR.format(hour=label),
-                    c.beneficiary_id,
-                    cents(c.amount),
-                    delta,
-                    label,
-                    epoch,
-                )
-            )
+            key, label, epoch = _hour_of(closed)
+            out.append((key, c.beneficiary_id, cents(c.amount), delta, label, epoch))
     return tuple(out)
