@@ -142,6 +142,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m agents.bench [options]`: the same as `rebate-engine bench`."""
+    from agents.cli import tune_gc  # noqa: PLC0415 - cli imports this module
+
+    tune_gc()  # as the console script does, so both entry points measure the same engine
     parser = argparse.ArgumentParser(prog="rebate-engine bench")
     _add_arguments(parser)
     return _bench(parser.parse_args(argv))
