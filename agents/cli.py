@@ -56,7 +56,7 @@ def tune_gc() -> None:
     The engine allocates many short-lived objects per fill and keeps large long-lived ones
     (rules, caches, the offline ledger). With CPython's default thresholds the cyclic
     collector rescans those again and again; freezing what exists at start-up and collecting
-    the young generation less often measured ~1.5x on the offline replay (see README).
+    the young generation less often measured 1.35x on the engine-only bench (README).
     """
     gc.freeze()
     gc.set_threshold(50_000, 50, 1000)
