@@ -22,7 +22,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from agents.embedded import ManagedProcess, delete_topics_sync, ensure_topics_sync
@@ -33,6 +32,7 @@ from agents.workers import WorkerProcess
 from engine.ledger import Ledger
 from engine.replay import replay_lines
 from engine.seed import Seed, parse_seed
+from tests.integration import fixtures
 
 __all__ = [
     "Deployment",
@@ -157,30 +157,10 @@ async def read_topic(
 ) -> list[bytes]:
     """Every value of `topic` from offset 0 of each partition: at least `at_least`, then until
     quiet for `quiet_s` (end offsets are never trusted: Tansu's ListOffsets can trail)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        **settings.aiokafka_security_kwargs(),
+    records = await fixtures.read_topic(
+        settings, topic, at_least=at_least, quiet_s=quiet_s, timeout_s=timeout_s
     )
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, 0)
-        deadline = time.monotonic() + timeout_s
-        last = time.monotonic()
-        while len(values) < at_least or time.monotonic() - last < quiet_s:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: {len(values)} records after {timeout_s} s")
-            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-            if batches:
-                last = time.monotonic()
-            values.extend(m.value for ms in batches.values() for m in ms if m.value is not None)
-    finally:
-        await consumer.stop()
-    return values
+    return [r.value for r in records if r.value is not None]
 
 
 async def wait_until(
