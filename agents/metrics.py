@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from engine.settle import OUTCOMES
+
 __all__ = ["Metrics"]
 
-_OUTCOMES = ("credited", "not_earning", "ignored", "duplicate", "dead_lettered")
+_OUTCOMES = (*OUTCOMES, "dead_lettered")  # the engine's outcomes, plus the dead letters
 
 # Fill-to-credit latency buckets: the SLO is 50 ms p99 at 1,000 fills/s, so resolve 1 ms .. 10 s.
 _LATENCY_BUCKETS = (

@@ -204,9 +204,6 @@ class RedisStore:
         v, s = await self.redis.hmget(keys.ACCOUNT.format(login=login), "v", "s")
         return int(v or 0), decode_account(login, s)
 
-    async def ping(self) -> bool:
-        return bool(await self.redis.ping())
-
 
 def cents(amount: Decimal) -> int:
     """Whole cents of an amount already rounded to the cent."""

@@ -5,9 +5,7 @@ from __future__ import annotations
 from engine.fill import Fill
 from engine.rules import Account, Ib, Plan
 
-__all__ = ["WITHHELD_REASONS", "withheld_reason"]
-
-WITHHELD_REASONS = ("ib_inactive", "no_plan_rule", "min_hold", "min_points", "self_trade")
+__all__ = ["withheld_reason"]
 
 
 def withheld_reason(fill: Fill, account: Account, ib: Ib, plan: Plan) -> str | None:

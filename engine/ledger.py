@@ -6,7 +6,6 @@ fill revision, journal and state together.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
@@ -61,9 +60,6 @@ class Ledger:
         for client, delta in result.reward_deltas:
             self.rewards[client] = self.rewards.get(client, ZERO) + delta
         return result
-
-    def process_all(self, fills: Iterable[Fill]) -> list[Settlement]:
-        return [self.process(f) for f in fills]
 
     def allocate_jm(
         self, request_id: str, client: str, login: int, amount: Decimal, at: datetime
