@@ -5,6 +5,7 @@ Decimals travel as strings, times as ISO-8601 Z; the engine's types stay free of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,7 @@ from engine.rules import Change
 from engine.state import AccountState, Bonus, Effects, JmAllocation, Output, Standing
 
 __all__ = [
+    "credit_json",
     "decode_account",
     "decode_change",
     "decode_output",
@@ -79,14 +81,22 @@ def decode_account(login: int, raw: bytes | str | None) -> AccountState:
     )
 
 
-def _credits_json(credits: tuple[Credit, ...]) -> list[dict[str, Any]]:
-    return [c.to_dict(__version__) for c in credits]
+def credit_json(credit: Credit) -> bytes:
+    """A credit.v1 message: what credits.v1 carries and what the journal stores."""
+    return orjson.dumps(credit.to_dict(__version__))
 
 
-def encode_output(output: Output) -> str:
-    return orjson.dumps(
-        {"credits": _credits_json(output.credits), "events": [e.to_dict() for e in output.events]}
-    ).decode()
+def _credits_array(credits: tuple[Credit, ...], encoded: Mapping[str, bytes]) -> bytes:
+    # Credits already serialized for this fill (`encoded`, by credit_id) are reused: on the
+    # hot path each credit is serialized once for the journal, the standing and the topic.
+    return b"[" + b",".join(encoded.get(c.credit_id) or credit_json(c) for c in credits) + b"]"
+
+
+def encode_output(output: Output, encoded: Mapping[str, bytes] | None = None) -> str:
+    """{"credits": [...], "events": [...]}: byte for byte what orjson.dumps of it gives."""
+    events = orjson.dumps([e.to_dict() for e in output.events])
+    credits = _credits_array(output.credits, encoded or {})
+    return (b'{"credits":' + credits + b',"events":' + events + b"}").decode()
 
 
 def decode_output(raw: bytes | str) -> Output:
@@ -104,20 +114,21 @@ def decode_output(raw: bytes | str) -> Output:
     )
 
 
-def encode_standing(standing: Standing) -> str:
+def encode_standing(standing: Standing, encoded: Mapping[str, bytes] | None = None) -> str:
     e = standing.effects
-    return orjson.dumps(
+    effects = orjson.dumps(
         {
-            "rev": standing.revision,
-            "credits": _credits_json(standing.credits),
-            "effects": {
-                "coverage": [[i, str(a)] for i, a in e.coverage],
-                "accrual_client": e.accrual_client,
-                "accrual": str(e.accrual),
-                "bonus_lots": [[i, str(a)] for i, a in e.bonus_lots],
-            },
+            "coverage": [[i, str(a)] for i, a in e.coverage],
+            "accrual_client": e.accrual_client,
+            "accrual": str(e.accrual),
+            "bonus_lots": [[i, str(a)] for i, a in e.bonus_lots],
         }
-    ).decode()
+    )
+    credits = _credits_array(standing.credits, encoded or {})
+    return (
+        b'{"rev":' + orjson.dumps(standing.revision) + b',"credits":' + credits
+        + b',"effects":' + effects + b"}"
+    ).decode()  # fmt: skip
 
 
 def decode_standing(raw: bytes | str | None) -> Standing | None:

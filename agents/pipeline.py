@@ -21,10 +21,9 @@ from typing import Any, TypeVar
 import orjson
 
 from agents import keys
-from agents.codec import decode_output, encode_output, encode_standing
+from agents.codec import credit_json, decode_output, encode_output, encode_standing
 from agents.metrics import Metrics
 from agents.store import ApplyItem, RedisStore, StaleRules, cents
-from engine import __version__
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
 from engine.settle import Settlement, settle
@@ -76,6 +75,7 @@ class _Pending:
     settlement: Settlement | None = None
     output: Output | None = None  # what was published for it (stored output on re-delivery)
     conflicted: bool = False  # Redis disagreed with our view once: reload its deal too
+    encoded: dict[str, bytes] = field(default_factory=dict)  # credit_id -> credit.v1 bytes
 
 
 @dataclass
@@ -134,11 +134,9 @@ class FillProcessor:
             if p.settlement is None or p.output is None:
                 continue  # dead-lettered during settlement
             for credit in p.output.credits:
-                data = credit.to_dict(__version__)
+                value = p.encoded.get(credit.credit_id) or credit_json(credit)
                 result.outgoing.append(
-                    Outgoing(
-                        self.topics.credits, credit.beneficiary_id.encode(), orjson.dumps(data)
-                    )
+                    Outgoing(self.topics.credits, credit.beneficiary_id.encode(), value)
                 )
                 count, amount = self._credit_metrics(credit.kind, credit.currency)
                 count.inc()
@@ -199,6 +197,7 @@ class FillProcessor:
                 self._accounts[item.login] = (int(payload), item.account)
             elif status == "dup":
                 p.output = decode_output(payload)  # publish exactly what was emitted then
+                p.encoded = {}  # same ids as our recomputation, not necessarily same amounts
                 p.settlement = _duplicate(p.settlement)
                 broken.add(item.login)
             else:
@@ -232,6 +231,7 @@ class FillProcessor:
                 p.settlement = None
                 continue
             p.settlement, p.output = s, s.output
+            p.encoded = {c.credit_id: credit_json(c) for c in s.credits}
             if s.outcome in ("ignored", "duplicate") or not _changes_state(s, standing):
                 continue
             item = ApplyItem(
@@ -243,8 +243,8 @@ class FillProcessor:
                 revision=fill.revision,
                 expected_standing=standing.revision if standing else "",
                 standing=s.standing,
-                standing_json=encode_standing(s.standing) if s.standing else "",
-                output_json=encode_output(s.output),
+                standing_json=encode_standing(s.standing, p.encoded) if s.standing else "",
+                output_json=encode_output(s.output, p.encoded),
                 rewards=tuple((c, cents(d)) for c, d in s.reward_deltas),
                 settlements=_settlement_increments(s),
             )

@@ -85,3 +85,21 @@ async def test_stale_cache_is_caught_by_compare_and_set(redis: Redis) -> None:
         ledger.process(decode_fill(line(d)))
     assert state == ledger.account(900001)  # coverage drawn exactly as in one sequence
     assert version == 5  # seed + four applied revisions
+
+
+async def test_a_redelivery_publishes_the_stored_credits_not_a_recomputation(
+    redis: Redis,
+) -> None:
+    # 900001 has 5.00 JM allocated on 2024-08-01. Three fills opened after it, each costing
+    # $6 (coverage wants 3.00): the first is covered 3.00, the second 2.00, the third nothing.
+    # Re-delivered after a crash, the first fill recomputes to no coverage (balance now 0):
+    # the worker must publish what was emitted then (3.00), byte for byte.
+    store = RedisStore(redis)
+    await store.load_seed(load_seed("sample/seed.yaml"))
+    times = {"open_time": "2024-09-01T10:00:00Z", "close_time": "2024-09-01T10:30:00Z"}
+    lines = [fill_line(deal=d, login=900001, commission="-6.00", **times) for d in (1, 2, 3)]
+    first = await _run(FillProcessor(store, Metrics()), lines, batch=3)
+    again = await _run(FillProcessor(store, Metrics()), lines[:1], batch=1)
+    covered = [orjson.loads(c) for c in first if orjson.loads(c)["kind"] == "jm_coverage"]
+    assert [c["amount"] for c in covered] == ["3.00", "2.00"]
+    assert again == [c for c in first if orjson.loads(c)["fill"]["deal"] == 1]
