@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from agents import admin, bench, bridge
+from agents import admin, bench, bridge, statement
 from agents.app import build_app
 from agents.embedded import ensure_topics_sync, services_for
 from agents.kafka_replay import Collected, publish_and_collect
@@ -119,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     admin.register(sub)
     bridge.register(sub)
     bench.register(sub)
+    statement.register(sub)
 
     demo = sub.add_parser("demo", help="the sample fills through a real worker, end to end")
     demo.add_argument("--seed", type=Path, default=Path("sample/seed.yaml"))

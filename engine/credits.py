@@ -22,6 +22,7 @@ KINDS = (
     "jm_coverage",
     "loyalty_accrual",
     "reversal",
+    "tier_bonus",
 )
 
 

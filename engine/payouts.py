@@ -1,0 +1,328 @@
+"""Payout periods, holds, adjustment numbering and volume tiers (SPEC 6 [r2]); pure, no I/O.
+
+A payout period is the clock hour, UTC day, ISO week (Monday 00:00 UTC) or calendar month of a
+credit's close_time (a reversal's: the reversed credit's, so an update that moves a deal never
+shifts money between periods already paid). A period becomes payable `hold_hours` after it
+ends, so reversals inside the hold net out. The first report of an IB and period is sequence 0;
+anything that changes it later is a numbered adjustment (1, 2, ...) carrying the difference.
+
+Volume tiers: the std_lots of an IB's direct clients' earning fills in a period select the
+highest tier reached and one `tier_bonus` credit pays `per_lot_bonus_usd x std_lots`. The lots
+are a sum over the set of fill revisions that stand (earned and not reversed), so the result
+does not depend on the order in which credits arrive or partitions interleave.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from engine.money import ZERO, fmt, round_cents
+
+__all__ = [
+    "PERIODS",
+    "SETTLED_KINDS",
+    "Period",
+    "Report",
+    "Tier",
+    "credit_period_start",
+    "direct_std_lots",
+    "next_report",
+    "parse_period",
+    "period_of",
+    "settlement_id",
+    "std_lots_of",
+    "tier_bonus_credit",
+    "tier_bonus_id",
+    "tier_reached",
+]
+
+PERIODS = ("hourly", "daily", "weekly", "monthly")
+# The kinds an IB's settlement event sums (and their reversals); tier bonuses are paid apart.
+SETTLED_KINDS = frozenset({"ib_commission", "ib_override"})
+# The kinds that show a fill earned L1 commission for the direct IB: the IB's net may be zero
+# (a 100% rebate emits no ib_commission), the client's rebate then still names the IB.
+_EARNING_KINDS = frozenset({"ib_commission", "client_rebate"})
+
+_PERIOD_IDS = (
+    ("hourly", re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})$")),
+    ("daily", re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")),
+    ("weekly", re.compile(r"^(\d{4})-W(\d{2})$")),
+    ("monthly", re.compile(r"^(\d{4})-(\d{2})$")),
+)
+# What an id leaves out, to make (year, month, day, hour): a month's day and hour, a day's hour.
+_ID_PADDING = {"hourly": (), "daily": (0,), "monthly": (1, 0)}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Period:
+    """One payout period: [start, end) in UTC."""
+
+    start: datetime
+    end: datetime
+    kind: str
+
+    @property
+    def id(self) -> str:
+        """`2024-03-04T10` (hourly), `2024-03-04` (daily), `2024-W10` (weekly), `2024-03`."""
+        if self.kind == "hourly":
+            return self.start.strftime("%Y-%m-%dT%H")
+        if self.kind == "daily":
+            return self.start.strftime("%Y-%m-%d")
+        if self.kind == "weekly":
+            year, week, _ = self.start.isocalendar()
+            return f"{year}-W{week:02d}"
+        return self.start.strftime("%Y-%m")
+
+    def payable_at(self, hold_hours: Decimal | int) -> datetime:
+        """When the period is settled: its end plus the hold."""
+        return self.end + timedelta(hours=float(hold_hours))
+
+    def contains(self, at: datetime) -> bool:
+        return self.start <= at < self.end
+
+
+def period_of(kind: str, at: datetime) -> Period:
+    """The payout period of kind `kind` that holds the instant `at` (timezone-aware)."""
+    at = at.astimezone(UTC)
+    if kind == "hourly":
+        start = at.replace(minute=0, second=0, microsecond=0)
+        return Period(start, start + timedelta(hours=1), kind)
+    day = at.replace(hour=0, minute=0, second=0, microsecond=0)
+    if kind == "daily":
+        return Period(day, day + timedelta(days=1), kind)
+    if kind == "weekly":
+        start = day - timedelta(days=day.weekday())  # ISO weeks start on Monday
+        return Period(start, start + timedelta(weeks=1), kind)
+    if kind == "monthly":
+        start = day.replace(day=1)
+        after = start.replace(year=start.year + 1, month=1) if start.month == 12 else None
+        return Period(start, after or start.replace(month=start.month + 1), kind)
+    raise ValueError(f"unknown payout period {kind!r} (one of {', '.join(PERIODS)})")
+
+
+def parse_period(text: str) -> Period:
+    """The period named by its id; the form of the id says its kind.
+
+    Raises:
+        ValueError: not one of the four id forms, or not a real date.
+    """
+    for kind, pattern in _PERIOD_IDS:
+        if m := pattern.match(text):
+            parts = [int(g) for g in m.groups()]
+            if kind == "weekly":
+                start = datetime.fromisocalendar(parts[0], parts[1], 1).replace(tzinfo=UTC)
+            else:
+                year, month, day, hour = (*parts, *_ID_PADDING[kind])
+                start = datetime(year, month, day, hour, tzinfo=UTC)
+            return period_of(kind, start)
+    raise ValueError(
+        f"bad period {text!r}: expected 2024-03-04T10, 2024-03-04, 2024-W10 or 2024-03"
+    )
+
+
+def credit_period_start(credit: Mapping[str, Any]) -> datetime:
+    """The instant that places a credit.v1 dict in a period.
+
+    A reversal belongs to the period of the credit it reverses; a tier bonus to its own period.
+    """
+    basis = credit["basis"]
+    if credit["kind"] == "reversal":
+        return _utc(basis["reversed_close_time"])
+    if credit["kind"] == "tier_bonus":
+        return _utc(basis["period_start"])
+    return _utc(credit["fill"]["close_time"])
+
+
+def std_lots_of(credit: Mapping[str, Any]) -> Decimal:
+    """Standard-lot equivalents of a credit's fill.
+
+    The basis carries `std_lots` once lot_scale is applied (SPEC 3 [r2]); until then the fill's
+    lots are the standard lots.
+    """
+    text = credit["basis"].get("std_lots") or credit["fill"]["lots"]
+    return Decimal(text)
+
+
+# -- settlement events and their adjustments -----------------------------------------------
+
+
+def settlement_id(ib: str, period_id: str, sequence: int) -> str:
+    """Deterministic: sequence 0 is the IB-period's settlement, 1.. its adjustments."""
+    return "st_" + _digest(f"{ib}|{period_id}|{sequence}")
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What has been reported for one IB and period, or what is to be reported next.
+
+    For sequence 0 `amount` and `count` are the totals; for an adjustment the change since
+    the previous report (either may be negative).
+    """
+
+    sequence: int
+    amount: Decimal
+    count: int
+    total_amount: Decimal
+    total_count: int
+
+
+def next_report(last: Report | None, amount: Decimal, count: int) -> Report | None:
+    """The report due for totals `amount`/`count` after `last` (None: nothing reported yet).
+
+    None when there is nothing to say: no change since `last`, or a period whose credits net to
+    nothing before it is first reported.
+    """
+    if last is None:
+        if not amount and not count:
+            return None
+        return Report(0, amount, count, amount, count)
+    if amount == last.total_amount and count == last.total_count:
+        return None
+    return Report(
+        last.sequence + 1, amount - last.total_amount, count - last.total_count, amount, count
+    )
+
+
+# -- volume tiers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """One row of a plan's tier table: from `from_std_lots` on, `per_lot_bonus_usd` a lot."""
+
+    from_std_lots: Decimal
+    per_lot_bonus_usd: Decimal
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "from_std_lots": fmt(self.from_std_lots),
+            "per_lot_bonus_usd": fmt(self.per_lot_bonus_usd),
+        }
+
+
+def tier_reached(tiers: Sequence[Tier], std_lots: Decimal) -> Tier | None:
+    """The highest tier whose threshold `std_lots` reaches (None: below the first)."""
+    reached = [t for t in tiers if std_lots >= t.from_std_lots]
+    return max(reached, key=lambda t: t.from_std_lots, default=None)
+
+
+def direct_std_lots(credits: Iterable[Mapping[str, Any]], ib: str, period: Period) -> Decimal:
+    """std_lots of `ib`'s direct clients' earning fills in `period` that still stand.
+
+    A fill revision counts once (its IB commission and its client rebate name the same fill);
+    a revision counts no more once any of its credits is reversed (SPEC 4.10 reverses them
+    all together). Both are set operations, so the order of `credits` does not matter.
+    """
+    earned: dict[str, tuple[datetime, Decimal]] = {}
+    credit_fill: dict[str, str] = {}
+    reversed_ids: set[str] = set()
+    for c in credits:
+        if c["kind"] == "reversal":
+            reversed_ids.add(c["reverses"])
+        elif c["kind"] in _EARNING_KINDS and c["basis"].get("level") == 1 and _for_ib(c, ib):
+            fill = c["fill"]
+            key = f"{fill['server']}|{fill['deal']}|{fill['revision']}"
+            credit_fill[c["credit_id"]] = key
+            earned[key] = (_utc(fill["close_time"]), std_lots_of(c))
+    gone = {credit_fill[cid] for cid in reversed_ids if cid in credit_fill}
+    return sum(
+        (lots for key, (at, lots) in earned.items() if key not in gone and period.contains(at)),
+        ZERO,
+    )
+
+
+def tier_bonus_id(ib: str, period_id: str, sequence: int) -> str:
+    """Deterministic credit id of an IB-period's tier bonus (0) and its adjustments (1..)."""
+    return "cr_" + _digest(f"tier_bonus|{ib}|{period_id}|{sequence}")
+
+
+def tier_bonus_credit(
+    ib: str,
+    period: Period,
+    tiers: Sequence[Tier],
+    std_lots: Decimal,
+    paid: Sequence[Mapping[str, Any]] = (),
+    *,
+    engine_version: str,
+) -> dict[str, Any] | None:
+    """The tier_bonus credit.v1 due for `ib` and `period` given what is already `paid`.
+
+    Args:
+        std_lots: `direct_std_lots` of the period, as known now.
+        paid: the tier_bonus credits already emitted for this IB and period.
+
+    Returns:
+        sequence 0 (the bonus) when nothing was paid yet, else a numbered adjustment whose
+        amount is the difference to what was paid; None when nothing is due.
+    """
+    tier = tier_reached(tiers, std_lots)
+    bonus = round_cents(tier.per_lot_bonus_usd * std_lots) if tier else ZERO
+    paid_before = sum((Decimal(c["amount"]) for c in paid), ZERO)
+    amount = bonus - paid_before
+    if not amount:
+        return None
+    sequence = len(paid)
+    lots_text = fmt(std_lots)
+    if tier is None:
+        formula = f"{lots_text} std lots below the first tier = 0.00"
+    else:
+        formula = (
+            f"{lots_text} std lots x {fmt(tier.per_lot_bonus_usd)} USD/lot (tier from "
+            f"{fmt(tier.from_std_lots)} std lots) = {bonus:.2f}"
+        )
+    basis: dict[str, Any] = {
+        "level": 1,
+        "method": "tier_bonus",
+        "period": period.id,
+        "payout": period.kind,
+        "period_start": _text(period.start),
+        "period_end": _text(period.end),
+        "std_lots": lots_text,
+        "tiers": [t.to_dict() for t in sorted(tiers, key=lambda t: t.from_std_lots)],
+        "tier_reached": tier.to_dict() if tier else None,
+        "base": lots_text,
+        "rate": fmt(tier.per_lot_bonus_usd) if tier else "0",
+        "bonus": f"{bonus:.2f}",
+        "sequence": sequence,
+        "formula": formula,
+    }
+    if sequence:
+        basis["adjusts"] = tier_bonus_id(ib, period.id, 0)
+        basis["paid_before"] = f"{paid_before:.2f}"
+        basis["formula"] = f"{formula}; {bonus:.2f} - {paid_before:.2f} paid = {amount:.2f}"
+    return {
+        "schema": "credit.v1",
+        "credit_id": tier_bonus_id(ib, period.id, sequence),
+        "kind": "tier_bonus",
+        "beneficiary": {"type": "ib", "id": ib},
+        "amount": f"{amount:.2f}",
+        "currency": "USD",
+        "fill": None,
+        "basis": basis,
+        "reverses": None,
+        "engine_version": engine_version,
+    }
+
+
+def _for_ib(credit: Mapping[str, Any], ib: str) -> bool:
+    if credit["kind"] == "client_rebate":
+        return bool(credit["basis"].get("ib") == ib)
+    return bool(credit["beneficiary"]["id"] == ib)
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _text(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _digest(key: str) -> str:
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
