@@ -152,9 +152,14 @@ def std_lots_of(credit: Mapping[str, Any]) -> Decimal:
 # -- settlement events and their adjustments -----------------------------------------------
 
 
-def settlement_id(ib: str, period_id: str, sequence: int) -> str:
-    """Deterministic: sequence 0 is the IB-period's settlement, 1.. its adjustments."""
-    return "st_" + _digest(f"{ib}|{period_id}|{sequence}")
+def settlement_id(ib: str, period: Period, sequence: int) -> str:
+    """Deterministic: sequence 0 is the IB-period's settlement, 1.. its adjustments.
+
+    An hour is keyed by its start text (`2024-03-04T10:00:00Z`), as the hourly settlement
+    always keyed it, so hourly settlement ids stay what they were; other periods by their id.
+    """
+    key = _text(period.start) if period.kind == "hourly" else period.id
+    return "st_" + _digest(f"{ib}|{key}|{sequence}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.payouts import (
+    PERIODS,
     Report,
     direct_std_lots,
     next_report,
@@ -21,7 +23,7 @@ from engine.payouts import (
     tier_bonus_id,
     tier_reached,
 )
-from schemas import validate
+from schemas import SchemaError, validate
 from tests.payout_factories import TIERS, credits_for, fill_of
 
 AT = datetime(2024, 3, 6, 10, 42, 7, tzinfo=UTC)  # a Wednesday of ISO week 10
@@ -79,7 +81,34 @@ def test_reports_are_numbered_and_carry_the_difference() -> None:
         2, Decimal("-40.00"), -1, Decimal("95.00"), 3
     )
     assert next_report(None, Decimal(0), 0) is None  # netted out inside the hold: no report
-    assert settlement_id("IB-1", "2024-03", 0) != settlement_id("IB-1", "2024-03", 1)
+
+
+def test_settlement_ids() -> None:
+    month = parse_period("2024-03")
+    assert settlement_id("IB-1", month, 0) != settlement_id("IB-1", month, 1)
+    assert settlement_id("IB-1", month, 0) != settlement_id("IB-2", month, 0)
+    # An hour keeps the id today's hourly settlement gives it: blake2b-128 of "ib|hour|seq".
+    key = b"IB-1|2024-03-04T10:00:00Z|2"
+    expected = "st_" + hashlib.blake2b(key, digest_size=16).hexdigest()
+    assert settlement_id("IB-1", parse_period("2024-03-04T10"), 2) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kind=st.sampled_from(PERIODS),
+    # hypothesis takes naive bounds and attaches the time zone itself
+    at=st.datetimes(
+        min_value=datetime(2000, 1, 1),  # noqa: DTZ001
+        max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+        timezones=st.just(UTC),
+    ),
+)
+def test_a_period_holds_its_instant_and_its_id_names_it(kind: str, at: datetime) -> None:
+    period = period_of(kind, at)
+    assert period.contains(at)
+    assert parse_period(period.id) == period
+    # The next period starts where this one ends: periods tile time without gaps.
+    assert period_of(kind, period.end).start == period.end
 
 
 def test_highest_tier_reached() -> None:
@@ -190,3 +219,24 @@ def test_tier_credits_do_not_depend_on_the_interleaving(order: list[int]) -> Non
     assert lots == Decimal(560)
     bonus = tier_bonus_credit("IB-1", parse_period("2024-03"), TIERS, lots, engine_version="t")
     assert bonus is not None and bonus["amount"] == "1120.00"
+
+
+def test_credit_v1_takes_a_tier_bonus_without_a_fill_and_nothing_else() -> None:
+    bonus = tier_bonus_credit(
+        "IB-1", parse_period("2024-03"), TIERS, Decimal("120.5"), engine_version="t"
+    )
+    assert bonus is not None
+    validate("credit.v1", bonus)
+    [commission] = [c for c in credits_for(MARCH[:1]) if c["kind"] == "ib_commission"]
+    # Only a tier bonus pays a period rather than a fill: no other kind may drop its fill...
+    with pytest.raises(SchemaError):
+        validate("credit.v1", commission | {"fill": None})
+    # ...and a tier bonus names no fill, pays an IB and says its period.
+    for broken in (
+        bonus | {"fill": commission["fill"]},
+        bonus | {"beneficiary": {"type": "client", "id": "C-1"}},
+        bonus | {"amount": "0.00"},
+        bonus | {"basis": {k: v for k, v in bonus["basis"].items() if k != "period"}},
+    ):
+        with pytest.raises(SchemaError):
+            validate("credit.v1", broken)

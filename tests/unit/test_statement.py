@@ -25,10 +25,11 @@ PERIOD = parse_period("2024-03")
 
 def hourly_event(ib: str, hour: str, amount: str, count: int, sequence: int = 0) -> dict[str, Any]:
     """A settlement.v1 event as the hourly settlement publishes it."""
+    period = parse_period(hour[:13])  # "2024-03-04T10:00:00Z" -> the hour 2024-03-04T10
     event: dict[str, Any] = {
         "schema": "settlement.v1",
         "event": "ib_settlement" if sequence == 0 else "ib_settlement_adjustment",
-        "settlement_id": settlement_id(ib, hour, sequence),
+        "settlement_id": settlement_id(ib, period, sequence),
         "ib": ib,
         "hour": hour,
         "amount": amount,
@@ -36,7 +37,7 @@ def hourly_event(ib: str, hour: str, amount: str, count: int, sequence: int = 0)
         "currency": "USD",
     }
     if sequence:
-        event |= {"adjusts": settlement_id(ib, hour, 0), "sequence": sequence}
+        event |= {"adjusts": settlement_id(ib, period, 0), "sequence": sequence}
     validate("settlement.v1", event)
     return event
 
