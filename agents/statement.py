@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from engine.money import fmt
+from engine.money import ZERO, fmt
 from engine.payouts import Period, parse_period
 from engine.statement import Group, Statement, StatementLine, reconcile, statement
 
@@ -218,7 +218,8 @@ def _daily_chart(days: Sequence[Group]) -> str:
     width, height, left, top, bottom = 1000, 220, 60, 12, 28
     plot_h = height - top - bottom
     # Geometry, not money: floats are fine for pixels.
-    high = max((float(g.amount) for g in days), default=0.0)
+    top_amount = max((g.amount for g in days), default=ZERO)
+    high = float(top_amount)
     low = min((float(g.amount) for g in days), default=0.0)
     span = (max(high, 0.0) - min(low, 0.0)) or 1.0
     zero_y = top + plot_h * max(high, 0.0) / span
@@ -230,7 +231,7 @@ def _daily_chart(days: Sequence[Group]) -> str:
         'aria-label="USD per day">',
         f'<line x1="{left}" y1="{zero_y:.1f}" x2="{width - 10}" y2="{zero_y:.1f}" '
         'stroke="#8c959f"/>',
-        f'<text x="{left - 6}" y="{top + 10}" text-anchor="end">{high:.2f}</text>',
+        f'<text x="{left - 6}" y="{top + 10}" text-anchor="end">{top_amount:.2f}</text>',
         f'<text x="{left - 6}" y="{zero_y + 4:.1f}" text-anchor="end">0</text>',
     ]
     for i, g in enumerate(days):

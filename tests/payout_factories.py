@@ -13,11 +13,12 @@ from typing import Any
 
 import orjson
 
-from engine.payouts import Tier
+from engine.payouts import Tier, parse_period, settlement_id
 from engine.replay import replay_lines
+from schemas import validate
 from tests.factories import fill_line, lots, make_ledger
 
-__all__ = ["TIERS", "TIER_SEED", "credits_for", "fill_of"]
+__all__ = ["EVENTS", "MARCH", "TIERS", "TIER_SEED", "credits_for", "fill_of", "hourly_event"]
 
 # SPEC 3: from 100 std lots 1 USD a lot, from 500 std lots 2 USD a lot.
 TIERS = (Tier(Decimal(100), Decimal(1)), Tier(Decimal(500), Decimal(2)))
@@ -64,3 +65,44 @@ def credits_for(lines: list[bytes], seed: str = TIER_SEED) -> list[dict[str, Any
         [("test", i, line) for i, line in enumerate(lines, 1)], make_ledger(seed), out.append
     )
     return [orjson.loads(line) for line in out]
+
+
+# March 2024 for IB-1: three clients' fills, plus fills that must not count. What they pay is
+# worked out by hand in tests/unit/test_statement.py (money) and test_payouts.py (tier lots).
+MARCH = [
+    fill_of(1, 1, "50", "2024-03-04T10:10:00Z"),  # C-1
+    fill_of(2, 1, "20.5", "2024-03-15T12:10:00Z"),  # C-1
+    fill_of(3, 2, "30", "2024-03-20T09:10:00Z"),  # C-2
+    fill_of(4, 3, "20", "2024-03-31T23:10:00Z"),  # C-3: 100% rebate, no ib_commission credit
+    fill_of(5, 1, "10", "2024-04-01T00:10:00Z"),  # April: another period
+    fill_of(6, 9, "400", "2024-03-10T10:10:00Z"),  # C-9 belongs to IB-2
+]
+
+
+def hourly_event(ib: str, hour: str, amount: str, count: int, sequence: int = 0) -> dict[str, Any]:
+    """A settlement.v1 event as the hourly settlement publishes it."""
+    period = parse_period(hour[:13])  # "2024-03-04T10:00:00Z" -> the hour 2024-03-04T10
+    event: dict[str, Any] = {
+        "schema": "settlement.v1",
+        "event": "ib_settlement" if sequence == 0 else "ib_settlement_adjustment",
+        "settlement_id": settlement_id(ib, period, sequence),
+        "ib": ib,
+        "hour": hour,
+        "amount": amount,
+        "count": count,
+        "currency": "USD",
+    }
+    if sequence:
+        event |= {"adjusts": settlement_id(ib, period, 0), "sequence": sequence}
+    validate("settlement.v1", event)
+    return event
+
+
+# IB-1's three commission hours in March; IB-2's deal 6: 400 lots x 10 USD = 4000.00, rebate 0%.
+EVENTS = [
+    hourly_event("IB-1", "2024-03-04T10:00:00Z", "400.00", 1),
+    hourly_event("IB-1", "2024-03-15T12:00:00Z", "164.00", 1),
+    hourly_event("IB-1", "2024-03-20T09:00:00Z", "240.00", 1),
+    hourly_event("IB-2", "2024-03-10T10:00:00Z", "4000.00", 1),
+    hourly_event("IB-1", "2024-04-01T00:00:00Z", "80.00", 1),  # April: 10 lots x 10 x 80%
+]

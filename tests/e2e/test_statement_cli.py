@@ -17,9 +17,7 @@ import pytest
 
 from agents.cli import main
 from engine.payouts import parse_period, tier_bonus_credit
-from tests.payout_factories import TIERS, credits_for
-from tests.unit.test_payouts import MARCH
-from tests.unit.test_statement import EVENTS
+from tests.payout_factories import EVENTS, MARCH, TIERS, credits_for
 
 REAL_FILLS = sorted(Path("sample/fills").glob("*.fills.jsonl"))
 ARTIFACTS = Path("out/test-artifacts")  # /out/ is git-ignored

@@ -24,7 +24,7 @@ from engine.payouts import (
     tier_reached,
 )
 from schemas import SchemaError, validate
-from tests.payout_factories import TIERS, credits_for, fill_of
+from tests.payout_factories import MARCH, TIERS, credits_for, fill_of
 
 AT = datetime(2024, 3, 6, 10, 42, 7, tzinfo=UTC)  # a Wednesday of ISO week 10
 
@@ -116,17 +116,6 @@ def test_highest_tier_reached() -> None:
     assert tier_reached(TIERS, Decimal(100)) == TIERS[0]
     assert tier_reached(TIERS, Decimal("499.99")) == TIERS[0]
     assert tier_reached(tuple(reversed(TIERS)), Decimal(500)) == TIERS[1]
-
-
-# March 2024 for IB-1: three clients' fills, plus fills that must not count.
-MARCH = [
-    fill_of(1, 1, "50", "2024-03-04T10:10:00Z"),  # C-1
-    fill_of(2, 1, "20.5", "2024-03-15T12:10:00Z"),  # C-1
-    fill_of(3, 2, "30", "2024-03-20T09:10:00Z"),  # C-2
-    fill_of(4, 3, "20", "2024-03-31T23:10:00Z"),  # C-3: 100% rebate, no ib_commission credit
-    fill_of(5, 1, "10", "2024-04-01T00:10:00Z"),  # April: another period
-    fill_of(6, 9, "400", "2024-03-10T10:10:00Z"),  # C-9 belongs to IB-2
-]
 
 
 def _march_lots(credits: list[dict[str, Any]]) -> Decimal:

@@ -14,42 +14,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from engine.payouts import direct_std_lots, parse_period, settlement_id, tier_bonus_credit
+from engine.payouts import direct_std_lots, parse_period, tier_bonus_credit
 from engine.statement import Group, reconcile, statement
-from schemas import validate
-from tests.payout_factories import TIERS, credits_for, fill_of
-from tests.unit.test_payouts import MARCH
+from tests.payout_factories import EVENTS, MARCH, TIERS, credits_for, fill_of, hourly_event
 
 PERIOD = parse_period("2024-03")
-
-
-def hourly_event(ib: str, hour: str, amount: str, count: int, sequence: int = 0) -> dict[str, Any]:
-    """A settlement.v1 event as the hourly settlement publishes it."""
-    period = parse_period(hour[:13])  # "2024-03-04T10:00:00Z" -> the hour 2024-03-04T10
-    event: dict[str, Any] = {
-        "schema": "settlement.v1",
-        "event": "ib_settlement" if sequence == 0 else "ib_settlement_adjustment",
-        "settlement_id": settlement_id(ib, period, sequence),
-        "ib": ib,
-        "hour": hour,
-        "amount": amount,
-        "count": count,
-        "currency": "USD",
-    }
-    if sequence:
-        event |= {"adjusts": settlement_id(ib, period, 0), "sequence": sequence}
-    validate("settlement.v1", event)
-    return event
-
-
-# IB-1's three commission hours in March; IB-2's deal 6: 400 lots x 10 USD = 4000.00, rebate 0%.
-EVENTS = [
-    hourly_event("IB-1", "2024-03-04T10:00:00Z", "400.00", 1),
-    hourly_event("IB-1", "2024-03-15T12:00:00Z", "164.00", 1),
-    hourly_event("IB-1", "2024-03-20T09:00:00Z", "240.00", 1),
-    hourly_event("IB-2", "2024-03-10T10:00:00Z", "4000.00", 1),
-    hourly_event("IB-1", "2024-04-01T00:00:00Z", "80.00", 1),  # April: 10 lots x 10 x 80%
-]
 
 
 def test_a_month_per_client_symbol_rule_level_and_day() -> None:
