@@ -229,3 +229,24 @@ def test_credit_v1_takes_a_tier_bonus_without_a_fill_and_nothing_else() -> None:
     ):
         with pytest.raises(SchemaError):
             validate("credit.v1", broken)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    order=st.permutations(range(len(_BUSY_CREDITS))),
+    cuts=st.lists(st.integers(0, len(_BUSY_CREDITS)), max_size=4),
+)
+def test_adjustments_add_up_to_the_final_bonus(order: list[int], cuts: list[int]) -> None:
+    # The period is evaluated after each arrival batch (the hold ended, then late credits):
+    # whatever the batches, the bonus and its numbered adjustments add up to the bonus of all
+    # the credits, 1120.00 (see above), and are numbered 0, 1, 2, ... in emission order.
+    shuffled = [_BUSY_CREDITS[i] for i in order]
+    period = parse_period("2024-03")
+    paid: list[dict[str, Any]] = []
+    for cut in [*sorted(cuts), len(shuffled)]:
+        lots = direct_std_lots(shuffled[:cut], "IB-1", period)
+        if credit := tier_bonus_credit("IB-1", period, TIERS, lots, paid, engine_version="t"):
+            paid.append(credit)
+    assert sum(Decimal(c["amount"]) for c in paid) == Decimal("1120.00")
+    assert [c["basis"]["sequence"] for c in paid] == list(range(len(paid)))
+    assert len({c["credit_id"] for c in paid}) == len(paid)
