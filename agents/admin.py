@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from agents.codec import iso_z
 from agents.settings import Settings
 from agents.store import RedisStore
+from engine import changes
 from engine.errors import ConfigError
 from engine.rules import Attribution, Change, RuleBook
 
@@ -68,80 +69,49 @@ def _nonempty(value: str) -> str:
     return value
 
 
-# -- building each change (checks its references at --at) ----------------------------------
+# -- building each change (engine/changes.py checks its references at --at) ------------------
 
 
 _Builder = Callable[[argparse.Namespace, RuleBook, datetime], Change]
 
 
-def _need(book: RuleBook, subject: str, ident: str, at: datetime) -> Any:
-    value = book.get(subject, ident, at)
-    if value is None:
-        what = "login" if subject == "account" else subject
-        raise _Refused(f"unknown {what} {ident!r} at {_z(at)}")
-    return value
-
-
-def _client_change(fields: dict[str, Any]) -> _Builder:
+def _rebate_status(status: str) -> _Builder:
     def build(args: argparse.Namespace, book: RuleBook, at: datetime) -> Change:
-        _need(book, "client", args.client, at)
-        return Change(at, "client", args.client, fields)
+        return changes.set_rebate(book, at, args.client, status=status)
 
     return build
 
 
 def _set_rebate(args: argparse.Namespace, book: RuleBook, at: datetime) -> Change:
-    _need(book, "client", args.client, at)
-    return Change(at, "client", args.client, {"rebate_pct": args.pct})
+    return changes.set_rebate(book, at, args.client, pct=args.pct)
 
 
 def _move_client(args: argparse.Namespace, book: RuleBook, at: datetime) -> Change:
-    _need(book, "client", args.client, at)
-    _need(book, "ib", args.ib, at)
-    return Change(at, "client", args.client, {"ib": args.ib})
+    return changes.move_client(book, at, args.client, args.ib)
 
 
 def _move_ib(args: argparse.Namespace, book: RuleBook, at: datetime) -> Change:
-    _need(book, "ib", args.ib, at)
-    _need(book, "ib", args.parent, at)
-    if args.parent == args.ib:
-        raise _Refused(f"IB {args.ib!r} cannot be its own parent")
-    return Change(at, "ib", args.ib, {"parent": args.parent})
+    return changes.change_ib(book, at, args.ib, {"parent": args.parent})
 
 
 def _move_account(args: argparse.Namespace, book: RuleBook, at: datetime) -> Change:
-    _need(book, "account", str(args.login), at)
-    _need(book, "client", args.client, at)
-    return Change(at, "account", str(args.login), {"client": args.client})
+    return changes.change_account(book, at, args.login, {"client": args.client})
 
 
 def _set_ib_plan(args: argparse.Namespace, book: RuleBook, at: datetime) -> Change:
-    _need(book, "ib", args.ib, at)
-    _need(book, "plan", args.plan, at)
-    return Change(at, "ib", args.ib, {"plan": args.plan})
+    return changes.change_ib(book, at, args.ib, {"plan": args.plan})
 
 
 def _set_ib_rebate(args: argparse.Namespace, book: RuleBook, at: datetime) -> Change:
-    _need(book, "ib", args.ib, at)
-    return Change(at, "ib", args.ib, {"rebate_pct": args.pct})
+    return changes.change_ib(book, at, args.ib, {"rebate_pct": args.pct})
 
 
 def _add_account(args: argparse.Namespace, book: RuleBook, at: datetime) -> Change:
-    if book.get("account", str(args.login), at) is not None:
-        raise _Refused(f"login {args.login} already exists at {_z(at)} (use move-account)")
-    _need(book, "client", args.client, at)
-    fields = {"client": args.client, "type": args.type, "live": not args.demo}
-    return Change(at, "account", str(args.login), fields)
+    return changes.add_account(book, at, args.login, args.client, args.type, live=not args.demo)
 
 
 def _add_client(args: argparse.Namespace, book: RuleBook, at: datetime) -> Change:
-    if book.get("client", args.client, at) is not None:
-        raise _Refused(f"client {args.client!r} already exists at {_z(at)}")
-    fields: dict[str, Any] = {"verified": args.verified}
-    if args.ib is not None:
-        _need(book, "ib", args.ib, at)
-        fields["ib"] = args.ib
-    return Change(at, "client", args.client, fields)
+    return changes.add_client(book, at, args.client, verified=args.verified, ib=args.ib)
 
 
 # -- checking the folded result -----------------------------------------------------------
@@ -242,7 +212,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         change = builder(args, book, at)
         _check(existing, change)
         version = await store.append_changes([change])
-    except _Refused as exc:
+    except (_Refused, changes.ChangeRefused) as exc:
         print(f"error: {exc}; nothing changed", file=sys.stderr)
         return 2
     finally:
@@ -307,7 +277,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         ("resume-rebate", "active", "resume a suspended client rebate"),
         ("cancel-rebate", "cancelled", "cancel a client's rebate for good (cannot be resumed)"),
     ):
-        client_arg(add(name, help_, _client_change({"rebate_status": status})))
+        client_arg(add(name, help_, _rebate_status(status)))
     p = add("move-client", "move a client to another IB", _move_client)
     client_arg(p)
     ib_arg(p)

@@ -28,6 +28,7 @@ from agents.settings import Settings
 from agents.store import RedisStore
 from agents.workers import WorkerProcess
 from engine import __version__
+from engine.crm import apply_event_lines
 from engine.ledger import Ledger
 from engine.replay import replay_lines
 from engine.seed import Seed, SeedError, load_seed
@@ -78,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="+",
         help="fill.v1 JSON lines (one or more files, replayed in order)",
+    )
+    replay.add_argument(
+        "--crm-events",
+        type=Path,
+        help="crm-event.v1 JSON lines (back-office events), applied by their `at` (offline only)",
     )
     replay.add_argument("--out", required=True, type=Path, help="credit.v1 JSON lines to write")
     replay.add_argument("--events-out", type=Path, help="wallet events (bonus unlocks) to write")
@@ -141,6 +147,9 @@ def _seed_or_none(path: Path) -> Seed | None:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    if args.via_kafka and args.crm_events is not None:
+        print("error: --crm-events is offline only (not with --via-kafka) yet", file=sys.stderr)
+        return 2
     if args.via_kafka:
         return _replay_via_kafka(args)
     return _replay_offline(args)
@@ -151,12 +160,14 @@ def _replay_offline(args: argparse.Namespace) -> int:
     seed = _seed_or_none(args.seed)
     if seed is None:
         return 2
-    missing = [str(p) for p in args.fills if not p.is_file()]
+    missing = [str(p) for p in [*args.fills, args.crm_events] if p and not p.is_file()]
     if missing:
-        print(f"error: no such fills file: {', '.join(missing)}", file=sys.stderr)
+        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     ledger = Ledger.from_seed(seed)
     with ExitStack() as stack:
+        if args.crm_events is not None:
+            _apply_crm_events(args.crm_events, ledger, console, stack)
         out = stack.enter_context(args.out.open("wb"))
         events = stack.enter_context(args.events_out.open("wb")) if args.events_out else None
         lines = _read_lines(args.fills, console, stack)
@@ -167,6 +178,17 @@ def _replay_offline(args: argparse.Namespace) -> int:
     print_problems(result.problems, console)
     console.print(f"wrote {result.summary.credits} credits to {args.out}")
     return 0
+
+
+def _apply_crm_events(path: Path, ledger: Ledger, console: Console, stack: ExitStack) -> None:
+    applied = apply_event_lines(_read_lines([path], console, stack), ledger.book)
+    direct = ", ".join(f"{reason} {n}" for reason, n in sorted(applied.direct_clients.items()))
+    console.print(
+        f"applied {applied.applied} back-office events from {path} by their `at`"
+        + (f"; direct clients: {direct}" if direct else "")
+        + (f"; {applied.duplicates} repeated event_id(s) skipped" if applied.duplicates else "")
+    )
+    print_problems(applied.problems, console, what="back-office events")
 
 
 def _read_lines(

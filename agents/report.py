@@ -48,10 +48,12 @@ def _reasons(summary: Summary, outcome: str) -> str:
     return ", ".join(f"{reason} {count}" for reason, count in items)
 
 
-def print_problems(problems: Sequence[Problem], console: Console, limit: int = 10) -> None:
+def print_problems(
+    problems: Sequence[Problem], console: Console, limit: int = 10, what: str = "fills"
+) -> None:
     if not problems:
         return
-    t = Table(title=f"Skipped fills: {len(problems)} (reported, not fatal)", title_justify="left")
+    t = Table(title=f"Skipped {what}: {len(problems)} (reported, not fatal)", title_justify="left")
     for column in ("where", "reason", "detail"):
         t.add_column(column)
     for p in problems[:limit]:

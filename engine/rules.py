@@ -80,6 +80,8 @@ class Ib:
     client: str | None = None
     """The IB's own client id: trades of its accounts are self trades."""
     status: str = "active"  # active | suspended | terminated
+    partner_code: str | None = None
+    """The referral code of the IB's partner link (`?ref=32071`); None: the IB id is its code."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,23 +203,40 @@ class RuleBook:
     # -- building ------------------------------------------------------------------------
 
     def extend(self, changes: Iterable[Change]) -> None:
-        """Add changes (seed items or admin commands) and refold the subjects they touch."""
-        touched: set[tuple[str, str]] = set()
+        """Add changes (seed items, admin commands, back-office events); refold what they touch.
+
+        Raises:
+            ConfigError: the batch does not fold (a revived rebate); the book is left unchanged.
+        """
+        added: list[tuple[str, str]] = []
         for change in changes:
             if change.subject not in SUBJECTS:
+                self._forget(added)
                 raise ConfigError("schema", f"unknown subject {change.subject!r}")
             self._seq += 1
             key = (change.subject, change.id)
             self._changes.setdefault(key, []).append(
                 Change(change.at, change.subject, change.id, change.fields, self._seq)
             )
-            touched.add(key)
-        for key in touched:
-            self._timelines[key] = self._fold(key)
+            added.append(key)
+        touched = set(added)
+        try:
+            folded = {key: self._fold(key) for key in touched}
+        except ConfigError:
+            self._forget(added)  # a refused batch leaves the book as it was
+            raise
+        self._timelines.update(folded)
         if touched:
             self._rule_cache.clear()
             self._resolved.clear()
             self._instants = sorted({c.at for cs in self._changes.values() for c in cs})
+
+    def _forget(self, added: list[tuple[str, str]]) -> None:
+        for key in reversed(added):
+            self._changes[key].pop()
+            if not self._changes[key]:
+                del self._changes[key]
+        self._seq -= len(added)
 
     def _fold(self, key: tuple[str, str]) -> _Timeline:
         subject, ident = key
@@ -405,6 +424,7 @@ def _build_ib(ident: str, f: Mapping[str, Any]) -> Ib:
         _dec(f.get("rebate_pct", 0)),
         f.get("client"),
         str(f.get("status", "active")),
+        None if f.get("partner_code") is None else str(f["partner_code"]),
     )
 
 

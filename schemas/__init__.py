@@ -2,7 +2,7 @@
 
 The schemas are package data (``schemas/<name>.json``, draft 2020-12). Names:
 ``fill.v1``, ``credit.v1``, ``seed.v1``, ``wallet-command.v1``, ``wallet-event.v1``,
-``settlement.v1``.
+``settlement.v1``, ``crm-event.v1``.
 
 The validators are stricter than a generic draft 2020-12 validator in three ways that keep the
 Python engine and a validator in any other language in agreement:
@@ -46,6 +46,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "wallet-command.v1",
     "wallet-event.v1",
     "settlement.v1",
+    "crm-event.v1",
 )
 
 _DATE_TIME = re.compile(
