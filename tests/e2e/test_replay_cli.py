@@ -11,6 +11,13 @@ import pytest
 
 from agents.cli import main
 from schemas import validate
+from tests.crm_factories import (
+    BASE_SEED,
+    SCENARIO_EVENTS,
+    SCENARIO_FILLS,
+    SCENARIO_SEED_CHANGES,
+    crm_line,
+)
 
 REAL_FILLS = sorted(Path("sample/fills").glob("*.fills.jsonl"))
 
@@ -130,3 +137,72 @@ def test_missing_arguments_are_usage_errors(missing: str) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(argv[:i] + argv[i + 2 :])
     assert exit_.value.code == 2
+
+
+def _replay_cli(
+    tmp_path: Path, name: str, seed: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    seed_file = tmp_path / f"{name}.seed.yaml"
+    seed_file.write_text(seed)
+    fills = tmp_path / "fills.jsonl"
+    fills.write_bytes(b"\n".join(SCENARIO_FILLS) + b"\n")
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", "replay", "--seed", str(seed_file),
+         "--fills", str(fills), "--out", str(tmp_path / f"{name}.credits.jsonl"), *extra],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+
+
+def test_crm_events_replay_to_the_credits_of_the_same_history_written_as_a_seed(
+    tmp_path: Path,
+) -> None:
+    events = tmp_path / "crm.jsonl"
+    # Written out of `at` order, with one redelivery: the replay applies them by `at`, once.
+    lines = [orjson.dumps(e) for e in reversed(SCENARIO_EVENTS)]
+    events.write_bytes(b"\n".join([*lines, lines[0]]) + b"\n")
+    as_events = _replay_cli(tmp_path, "events", BASE_SEED, "--crm-events", str(events))
+    as_seed = _replay_cli(tmp_path, "seed", BASE_SEED + SCENARIO_SEED_CHANGES)
+    assert as_events.returncode == 0, as_events.stderr
+    assert as_seed.returncode == 0, as_seed.stderr
+    credits = (tmp_path / "events.credits.jsonl").read_bytes()
+    assert credits == (tmp_path / "seed.credits.jsonl").read_bytes()
+    assert len(credits.splitlines()) == 12  # deals 1, 2, 4: 3 credits each; 5: 1; 7: 2
+    assert "applied 12 back-office events" in as_events.stderr
+    assert "direct clients: unknown_ref_code 1" in as_events.stderr
+    assert "1 repeated event_id(s) skipped" in as_events.stderr
+
+
+def test_bad_crm_events_are_reported_with_their_reason_and_the_replay_goes_on(
+    tmp_path: Path,
+) -> None:
+    events = tmp_path / "crm.jsonl"
+    events.write_bytes(
+        b"\n".join(
+            [
+                orjson.dumps(SCENARIO_EVENTS[1]),  # C-88 through 32071
+                b"{oops",
+                crm_line("client_moved", "2024-03-02T11:00:00Z", client="C-88", ib="IB-404"),
+                orjson.dumps(SCENARIO_EVENTS[2]),  # account 900088
+            ]
+        )
+        + b"\n"
+    )
+    result = _replay_cli(tmp_path, "bad", BASE_SEED, "--crm-events", str(events))
+    assert result.returncode == 0, result.stderr
+    assert "Skipped back-office events: 2" in result.stderr
+    assert "crm.jsonl:2" in result.stderr and "malformed_json" in result.stderr
+    assert "crm.jsonl:3" in result.stderr and "unknown_ib" in result.stderr
+    # Deal 1 (900088, 2 lots at 15 under IB-1) is still credited: 24.00 + 6.00 + 3.00.
+    credits = [orjson.loads(c) for c in (tmp_path / "bad.credits.jsonl").read_bytes().splitlines()]
+    assert sorted(c["amount"] for c in credits if c["fill"]["deal"] == 1) == [
+        "24.00",
+        "3.00",
+        "6.00",
+    ]
+
+
+def test_crm_events_file_must_exist(tmp_path: Path) -> None:
+    result = _replay_cli(tmp_path, "x", BASE_SEED, "--crm-events", str(tmp_path / "none.jsonl"))
+    assert result.returncode == 2
+    assert "no such file" in result.stderr
