@@ -209,6 +209,7 @@ class RuleBook:
             ConfigError: the batch does not fold (a revived rebate); the book is left unchanged.
         """
         added: list[tuple[str, str]] = []
+        instants: set[datetime] = set()
         for change in changes:
             if change.subject not in SUBJECTS:
                 self._forget(added)
@@ -219,6 +220,7 @@ class RuleBook:
                 Change(change.at, change.subject, change.id, change.fields, self._seq)
             )
             added.append(key)
+            instants.add(change.at)
         touched = set(added)
         try:
             folded = {key: self._fold(key) for key in touched}
@@ -229,7 +231,11 @@ class RuleBook:
         if touched:
             self._rule_cache.clear()
             self._resolved.clear()
-            self._instants = sorted({c.at for cs in self._changes.values() for c in cs})
+            # Merged, not recomputed from every change: back-office events extend one by one.
+            for at in sorted(instants):
+                i = bisect.bisect_left(self._instants, at)
+                if i == len(self._instants) or self._instants[i] != at:
+                    self._instants.insert(i, at)
 
     def _forget(self, added: list[tuple[str, str]]) -> None:
         for key in reversed(added):
