@@ -296,7 +296,7 @@ def _changes_state(s: Settlement, prior: Standing | None) -> bool:
 def _duplicate(s: Settlement | None) -> Settlement | None:
     if s is None:
         return None
-    return Settlement(s.fill, "duplicate", None, s.output, s.account, s.standing)
+    return Settlement(s.fill, "duplicate", ("duplicate",), s.output, s.account, s.standing)
 
 
 @lru_cache(maxsize=4096)
