@@ -150,6 +150,8 @@ class FillProcessor:
                     )
                 )
             self.metrics.fills.labels(p.settlement.outcome).inc()
+            for reason in p.settlement.reasons:
+                self.metrics.fill_reasons.labels(reason).inc()
         for o in result.outgoing:
             if o.topic == self.topics.dead_letters:
                 self.metrics.dead_letters.labels(o.headers[0][1].decode()).inc()

@@ -103,3 +103,26 @@ async def test_a_redelivery_publishes_the_stored_credits_not_a_recomputation(
     covered = [orjson.loads(c) for c in first if orjson.loads(c)["kind"] == "jm_coverage"]
     assert [c["amount"] for c in covered] == ["3.00", "2.00"]
     assert again == [c for c in first if orjson.loads(c)["fill"]["deal"] == 1]
+
+
+async def test_why_a_fill_earned_less_than_its_plan_is_counted_by_reason(redis: Redis) -> None:
+    # sample/seed.yaml: 900001 is C-1 under IB-1 (plan std: min hold 180 s, min 10 points).
+    # Deal 1 is held 120 s (min_hold), deal 2 moves 5 points (min_points), deal 3 earns in
+    # full (deal 3 delivered again is a duplicate). Login 777 is no account (unattributed).
+    store = RedisStore(redis)
+    await store.load_seed(load_seed("sample/seed.yaml"))
+    metrics = Metrics()
+    earning = fill_line(deal=3, login=900001, commission="-6.00")
+    lines = [
+        fill_line(deal=1, login=900001, close_time="2024-03-01T10:02:00Z"),
+        fill_line(deal=2, login=900001, close_price="1.08005"),
+        earning,
+        fill_line(deal=4, login=777),
+    ]
+    await _run(FillProcessor(store, metrics), lines, batch=4)
+    await _run(FillProcessor(store, metrics), [earning], batch=1)
+    counted = {
+        reason: metrics.fill_reasons.labels(reason)._value.get()
+        for reason in ("min_hold", "min_points", "duplicate", "unattributed", "demo")
+    }
+    assert counted == {"min_hold": 1, "min_points": 1, "duplicate": 1, "unattributed": 1, "demo": 0}
