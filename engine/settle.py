@@ -142,7 +142,7 @@ def _earn(
     fill: Fill, ref: dict[str, Any], book: RuleBook, attr: Attribution, account: AccountState
 ) -> tuple[list[Credit], tuple[Reason, ...], Effects, AccountState, list[WalletEvent]]:
     costs = costs_of(fill, attr.lot_scale(fill.currency))
-    inputs = _inputs(fill, costs)
+    inputs: dict[str, Any] = {}  # filled on the first credit: most fills emit none
     credits: list[Credit] = []
     reasons: list[Reason] = []
 
@@ -154,6 +154,8 @@ def _earn(
         # only for credits that are: it is the costliest part of a credit.
         if amount:
             body = basis()
+            if not inputs:
+                inputs.update(_inputs(fill, costs))
             body["inputs"] = inputs  # one dict per fill, shared: serialized, never mutated
             btype, bid = beneficiary
             cid = credit_id(fill, kind, f"{btype}:{bid}", body["level"], None)
