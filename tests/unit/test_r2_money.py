@@ -115,6 +115,15 @@ def test_lot_scale_comes_from_the_seed_then_cent_types_and_usc(
     assert amounts(make_ledger(CENT_DEFAULTS).process(fill)) == {("ib_commission", "IB-1"): paid}
 
 
+@pytest.mark.parametrize(
+    "bad", ['{cent: {lot_scale: "0"}}', '{cent: {lot_scale: "-0.01"}}', '{cent: {scale: "0.01"}}']
+)
+def test_a_lot_scale_is_a_positive_decimal(bad: str) -> None:
+    seed = CENT_DEFAULTS.replace('account_types:\n  micro: {lot_scale: "0.1"}', "")
+    with pytest.raises(SeedError, match="account_types"):
+        parse_seed(seed + f"account_types: {bad}\n", "types.yaml")
+
+
 def test_the_per_lot_cap_counts_standard_lots() -> None:
     # SPEC seed rule 4: pro, forex, 40% of spread, capped at 10 USD per std lot. A pro cent
     # account (seed: pro_cent 0.01) trades 50 lots: 0.5 std lots, cap 10 x 0.5 = 5.00 USD.
