@@ -57,7 +57,7 @@ def replay_lines(
             summary.add_dead_letter(exc.reason)
             result.problems.append(Problem(source, number, exc.reason, str(exc)))
             continue
-        summary.add_outcome(settlement.outcome, settlement.reason)
+        summary.add_outcome(settlement.outcome, settlement.reasons)
         if settlement.outcome == "duplicate":
             continue  # already written when it was first processed
         for credit in settlement.credits:

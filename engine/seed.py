@@ -31,6 +31,8 @@ _DECIMAL_FIELDS = {
     "spread_pct",
     "commission_pct",
     "max_usd_per_lot",
+    "client_rebate_usd_per_lot",
+    "lot_scale",
     "accrual_pct",
     "coverage_pct",
     "reward_jm",
@@ -135,6 +137,9 @@ class _Builder:
             changes.append(Change(start, "loyalty", "", self._fields(data["loyalty"], "loyalty")))
         if "symbols" in data:
             changes.append(Change(start, "symbols", "", dict(data["symbols"])))
+        for name, settings in (data.get("account_types") or {}).items():
+            fields = self._fields(settings, f"account_types.{name}")
+            changes.append(Change(start, "account_type", str(name), fields))
         for i, plan in enumerate(data.get("plans") or []):
             fields = self._fields(plan, f"plans[{i}]")
             changes.append(Change(start, "plan", str(fields.pop("id")), fields))
