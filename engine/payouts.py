@@ -140,12 +140,16 @@ def credit_period_start(credit: Mapping[str, Any]) -> datetime:
 
     A reversal belongs to the period of the credit it reverses; a tier bonus to its own period.
     """
+    return _utc(_placing_time(credit))
+
+
+def _placing_time(credit: Mapping[str, Any]) -> str:
     basis = credit["basis"]
     if credit["kind"] == "reversal":
-        return _utc(basis["reversed_close_time"])
+        return str(basis["reversed_close_time"])
     if credit["kind"] == "tier_bonus":
-        return _utc(basis["period_start"])
-    return _utc(credit["fill"]["close_time"])
+        return str(basis["period_start"])
+    return str(credit["fill"]["close_time"])
 
 
 def std_lots_of(credit: Mapping[str, Any]) -> Decimal:
@@ -401,8 +405,9 @@ def payout_period(book: RuleBook, ib: str, at: datetime) -> tuple[Period, Payout
     change ever reaches back over fills already made (SPEC 3: never retroactive), and a partner
     knows the terms of a period when it begins. For the same reason a new payout kind applies
     from the first period of the new kind that starts at or after the change; until then the
-    credit stays in the period of the kind in force at that period's start. (Each credit still
-    lands in exactly one period, so nothing is paid twice; see the README.)
+    credit stays in the period of the kind in force at that period's start (one step back: two
+    changes of kind inside one period are not chained). Each credit still lands in exactly one
+    period, so nothing is paid twice; see the README.
     An IB that did not yet exist at the period's start takes the terms it was created with.
     """
     current = book.get("ib", ib, at)
@@ -503,21 +508,24 @@ def _payout_roles(credit: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
     if beneficiary["type"] == "ib":
         counted = basis.get("reversed_kind", kind) if kind == "reversal" else kind
         if counted in SETTLED_KINDS:
-            placed = (
-                basis["reversed_close_time"] if kind == "reversal" else credit["fill"]["close_time"]
-            )
-            roles.append((beneficiary["id"], placed, True))
+            roles.append((beneficiary["id"], _placing_time(credit), True))
     if kind in _EARNING_KINDS and basis.get("level") == 1:
-        ib = basis.get("ib") if kind == "client_rebate" else beneficiary["id"]
+        ib = _direct_ib(credit)
         if ib is not None:
-            roles.append((str(ib), credit["fill"]["close_time"], False))
+            roles.append((ib, credit["fill"]["close_time"], False))
     return roles
 
 
-def _for_ib(credit: Mapping[str, Any], ib: str) -> bool:
+def _direct_ib(credit: Mapping[str, Any]) -> str | None:
+    """The IB an earning credit's fill counts for: a client's rebate names it in its basis."""
     if credit["kind"] == "client_rebate":
-        return bool(credit["basis"].get("ib") == ib)
-    return bool(credit["beneficiary"]["id"] == ib)
+        ib = credit["basis"].get("ib")
+        return None if ib is None else str(ib)
+    return str(credit["beneficiary"]["id"])
+
+
+def _for_ib(credit: Mapping[str, Any], ib: str) -> bool:
+    return _direct_ib(credit) == ib
 
 
 def _utc(text: str) -> datetime:
