@@ -94,6 +94,11 @@ def test_other_ibs_stay_hourly_and_a_month_reconciles_for_every_ib(
     events = _jsonl(settlements_path)
     others = [e for e in events if e["ib"] != "IB-1"]
     assert others and all("period" not in e and "payout" not in e for e in others)
+    # Each is byte for byte the event the hourly settlement publishes for its totals.
+    for event in others:
+        cents = int(Decimal(event["amount"]) * 100)
+        hourly = hourly_settlement_event(event["ib"], event["hour"], 0, cents, event["count"])
+        assert orjson.dumps(event) == orjson.dumps(hourly)
     # A month holds IB-1's days and the others' hours alike; the command checks every IB.
     argv = ["--credits", str(credits_path), "--settlements", str(settlements_path)]
     assert main(["reconcile", "--period", "2023-04", *argv]) == 0
@@ -140,6 +145,15 @@ def test_default_output_is_unchanged_and_payouts_only_appends_tier_bonuses(
     # --settlements alone writes the events and leaves the credits as they were.
     alone, _ = _replay(tmp_path, PAYOUT_SEED, REAL_FILLS)
     assert alone.read_bytes() == plain.read_bytes()
+
+
+def test_settlements_and_payouts_are_offline_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["replay", "--seed", str(PAYOUT_SEED), "--fills", str(REAL_FILLS[0])]
+    out = ["--out", str(tmp_path / "c.jsonl"), "--via-kafka", "--payouts"]
+    assert main([*argv, *out]) == 2
+    assert "offline only" in capsys.readouterr().err
 
 
 # -- (b) a month's tier bonus by hand ----------------------------------------------------------

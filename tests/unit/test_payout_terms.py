@@ -237,3 +237,19 @@ def test_the_fold_does_not_depend_on_the_order_of_the_credits() -> None:
     assert payouts_due(shuffled, rules, engine_version="t") == first
     for event in first.settlements:
         validate("settlement.v1", event)
+
+
+def test_settlement_v1_takes_a_period_only_with_its_kind() -> None:
+    rules = parse_seed(MONTHLY).rulebook()
+    monthly, hourly = payouts_due(
+        credits_for(FILLS, MONTHLY), rules, engine_version="t"
+    ).settlements
+    assert (monthly["period"], monthly["payout"], monthly["hour"]) == (
+        "2024-03",
+        "monthly",
+        "2024-03-01T00:00:00Z",
+    )
+    validate("settlement.v1", hourly)
+    for missing in ("period", "payout"):
+        with pytest.raises(SchemaError):
+            validate("settlement.v1", {k: v for k, v in monthly.items() if k != missing})
