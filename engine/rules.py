@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.money import fmt
+from engine.payouts import PERIODS, Tier, parse_tiers
 
 __all__ = [
     "CENT_LOT_SCALE",
@@ -88,6 +89,11 @@ class Ib:
     client: str | None = None
     """The IB's own client id: trades of its accounts are self trades."""
     status: str = "active"  # active | suspended | terminated
+    partner_code: str = ""
+    """The referral code (`?ref=32071`); the builder defaults it to the IB id."""
+    payout: str = "hourly"  # hourly | daily | weekly | monthly (engine/payouts.py)
+    hold_hours: int = 0
+    """How long after its payout period ends the period is settled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +135,8 @@ class Plan:
     min_hold_seconds: int = 0
     min_points: int = 0
     exclude_self_trades: bool = True
+    tiers: tuple[Tier, ...] = ()
+    """Volume tiers per payout period of the IB (SPEC 6), ascending; empty: no tier bonus."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,7 +466,22 @@ def _build_ib(ident: str, f: Mapping[str, Any]) -> Ib:
         _dec(f.get("rebate_pct", 0)),
         f.get("client"),
         str(f.get("status", "active")),
+        str(f.get("partner_code") or ident),
+        _payout_kind(ident, f.get("payout", "hourly")),
+        _hold_hours(ident, f.get("hold_hours", 0)),
     )
+
+
+def _payout_kind(ident: str, value: Any) -> str:
+    if value not in PERIODS:
+        raise ConfigError("schema", f"IB {ident}: payout {value!r} is not one of {PERIODS}")
+    return str(value)
+
+
+def _hold_hours(ident: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError("schema", f"IB {ident}: hold_hours {value!r} is not a whole number >= 0")
+    return value
 
 
 def _build_rule(index: int, f: Mapping[str, Any]) -> Rule:
@@ -485,7 +508,15 @@ def _build_plan(ident: str, f: Mapping[str, Any]) -> Plan:
         int(f.get("min_hold_seconds", 0)),
         int(f.get("min_points", 0)),
         bool(f.get("exclude_self_trades", True)),
+        _tiers(ident, f.get("tiers") or ()),
     )
+
+
+def _tiers(ident: str, rows: Any) -> tuple[Tier, ...]:
+    try:
+        return parse_tiers(rows)
+    except ValueError as exc:
+        raise ConfigError("schema", f"plan {ident}: {exc}") from None
 
 
 def _build_loyalty(_: str, f: Mapping[str, Any]) -> Loyalty:

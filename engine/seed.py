@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from engine.errors import ConfigError
+from engine.payouts import parse_tiers
 from engine.rules import Change, RuleBook
 from engine.state import Bonus, JmAllocation
 
@@ -38,6 +39,8 @@ _DECIMAL_FIELDS = {
     "reward_jm",
     "jm_allocated",
     "amount_usd",
+    "from_std_lots",
+    "per_lot_bonus_usd",
 }
 
 
@@ -207,12 +210,24 @@ class _Builder:
             fields["rules"] = [
                 self._fields(r, f"{where}.rules[{j}]") for j, r in enumerate(fields["rules"])
             ]
+        if fields.get("tiers") is not None:
+            fields["tiers"] = self._tiers(fields["tiers"], f"{where}.tiers")
         if "upline_override_pct" in fields:
             fields["upline_override_pct"] = [
                 self._dec({"v": p}, "v", f"{where}.upline_override_pct[{j}]")
                 for j, p in enumerate(fields["upline_override_pct"])
             ]
         return fields
+
+    def _tiers(self, items: Any, where: str) -> list[dict[str, Any]]:
+        """A plan's tier table, checked here so that an error names its line."""
+        rows = [self._fields(r, f"{where}[{j}]") for j, r in enumerate(items)]
+        for j in range(len(rows)):  # the first row that breaks the table names the line
+            try:
+                parse_tiers(rows[: j + 1])
+            except ValueError as exc:
+                raise self.fail(f"{where}[{j}]", str(exc).partition(": ")[2]) from None
+        return rows
 
     def _change(self, item: Any, where: str) -> Change:
         if not isinstance(item, dict):

@@ -100,6 +100,10 @@ async def book_of(store: RedisStore) -> RuleBook:
         pytest.param(["set-ib-rebate", "--ib", "IB-1", "--pct", "25"],
                      on(1001, lambda a: a.ib.rebate_pct), Decimal(20), Decimal(25),
                      id="set-ib-rebate"),
+        pytest.param(["set-ib-payout", "--ib", "IB-1", "--payout", "daily", "--hold-hours", "24",
+                      "--partner-code", "32071"],
+                     on(1001, lambda a: (a.ib.payout, a.ib.hold_hours, a.ib.partner_code)),
+                     ("hourly", 0, "IB-1"), ("daily", 24, "32071"), id="set-ib-payout"),
         pytest.param(["add-account", "--login", "1003", "--client", "C-1", "--type", "pro"],
                      on(1003, lambda a: (a.account.type, a.account.live)), None, ("pro", True),
                      id="add-account"),
@@ -206,6 +210,7 @@ async def test_a_cancellation_before_a_scheduled_resume_is_refused(
         (["set-ib-plan", "--ib", "IB-1", "--plan", "platinum"], "unknown plan 'platinum'"),
         (["add-account", "--login", "1001", "--client", "C-1", "--type", "pro"], "already"),
         (["add-client", "--client", "C-1"], "already exists"),
+        (["set-ib-payout", "--ib", "IB-1"], "needs --payout, --hold-hours or --partner-code"),
         (["show", "--login", "4040"], "unknown login 4040"),
     ],
 )
