@@ -32,6 +32,7 @@ from agents.settings import Settings
 from agents.store import RedisStore
 from engine import changes
 from engine.errors import ConfigError
+from engine.payouts import PERIODS
 from engine.rules import Attribution, Change, RuleBook
 
 __all__ = ["main", "register"]
@@ -61,6 +62,12 @@ def _pct(value: str) -> Decimal:
     if not pct.is_finite() or not 0 <= pct <= 100:
         raise argparse.ArgumentTypeError(f"{value!r} is not a percentage between 0 and 100")
     return pct
+
+
+def _hours(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of hours >= 0")
+    return int(value)
 
 
 def _nonempty(value: str) -> str:
@@ -104,6 +111,14 @@ def _set_ib_plan(args: argparse.Namespace, book: RuleBook, at: datetime) -> Chan
 
 def _set_ib_rebate(args: argparse.Namespace, book: RuleBook, at: datetime) -> Change:
     return changes.change_ib(book, at, args.ib, {"rebate_pct": args.pct})
+
+
+def _set_ib_payout(args: argparse.Namespace, book: RuleBook, at: datetime) -> Change:
+    given = {"payout": args.payout, "hold_hours": args.hold_hours, "partner_code": args.code}
+    fields = {k: v for k, v in given.items() if v is not None}
+    if not fields:
+        raise _Refused("set-ib-payout needs --payout, --hold-hours or --partner-code")
+    return changes.change_ib(book, at, args.ib, fields)
 
 
 def _add_account(args: argparse.Namespace, book: RuleBook, at: datetime) -> Change:
@@ -293,6 +308,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p = add("set-ib-rebate", "set an IB's default client rebate pct", _set_ib_rebate)
     ib_arg(p)
     pct_arg(p)
+    p = add("set-ib-payout", "set an IB's payout period, hold or partner code", _set_ib_payout)
+    ib_arg(p)
+    p.add_argument("--payout", choices=PERIODS, help="payout period (SPEC 6)")
+    p.add_argument("--hold-hours", type=_hours, help="hours after a period before it is paid")
+    p.add_argument("--partner-code", dest="code", type=_nonempty, help="referral code")
     p = add("add-account", "add a trading account", _add_account)
     p.add_argument("--login", required=True, type=int, help="trading account login")
     client_arg(p)

@@ -7,10 +7,10 @@ import asyncio
 import gc
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import faust
 import orjson
@@ -30,6 +30,7 @@ from agents.workers import WorkerProcess
 from engine import __version__
 from engine.crm import apply_event_lines
 from engine.ledger import Ledger
+from engine.payouts import payouts_due
 from engine.replay import replay_lines
 from engine.seed import Seed, SeedError, load_seed
 from engine.summary import Summary
@@ -87,6 +88,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--out", required=True, type=Path, help="credit.v1 JSON lines to write")
     replay.add_argument("--events-out", type=Path, help="wallet events (bonus unlocks) to write")
+    replay.add_argument(
+        "--settlements",
+        type=Path,
+        help="offline: settlement.v1 events to write, one per IB and payout period "
+        "(the end of the replay counts as later than every hold)",
+    )
+    replay.add_argument(
+        "--payouts",
+        action="store_true",
+        help="offline: also write each IB period's tier_bonus credit to --out, after the others",
+    )
     replay.add_argument("--quiet", action="store_true", help="no tables, no progress bar")
     replay.add_argument(
         "--via-kafka",
@@ -151,6 +163,9 @@ def _replay(args: argparse.Namespace) -> int:
         print("error: --crm-events is offline only (not with --via-kafka) yet", file=sys.stderr)
         return 2
     if args.via_kafka:
+        if args.settlements or args.payouts:
+            print("error: --settlements/--payouts are offline only for now", file=sys.stderr)
+            return 2
         return _replay_via_kafka(args)
     return _replay_offline(args)
 
@@ -171,9 +186,28 @@ def _replay_offline(args: argparse.Namespace) -> int:
         out = stack.enter_context(args.out.open("wb"))
         events = stack.enter_context(args.events_out.open("wb")) if args.events_out else None
         lines = _read_lines(args.fills, console, stack)
+        credits: list[Mapping[str, Any]] = []
+        wants_payouts = bool(args.settlements or args.payouts)
         result = replay_lines(
-            lines, ledger, out.write, write_event=events.write if events else None
+            lines,
+            ledger,
+            out.write,
+            write_event=events.write if events else None,
+            on_credit=credits.append if wants_payouts else None,
         )
+        if wants_payouts:
+            due = payouts_due(credits, ledger.book, engine_version=__version__)
+            if args.payouts:
+                for credit in due.tier_bonuses:
+                    out.write(orjson.dumps(credit) + b"\n")
+                    result.summary.add_credit(credit)
+            if args.settlements:
+                args.settlements.write_bytes(
+                    b"".join(orjson.dumps(e) + b"\n" for e in due.settlements)
+                )
+                console.print(
+                    f"wrote {len(due.settlements)} settlement events to {args.settlements}"
+                )
     print_summary(result.summary, console)
     print_problems(result.problems, console)
     console.print(f"wrote {result.summary.credits} credits to {args.out}")

@@ -35,6 +35,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.fill_reasons = Counter(
+            "rebate_fill_reasons",
+            "Fills that earned less than their plan, by reason (min_hold, self_trade_upline, "
+            "demo, duplicate, ...; a fill with two reasons counts under each)",
+            ["reason"],
+            registry=r,
+        )
         self.credits = Counter(
             "rebate_credits", "Credit events published, by kind", ["kind"], registry=r
         )
@@ -105,10 +112,13 @@ class Metrics:
     def _zero_known_labels(self) -> None:
         """Create every bounded label set at 0, so rate() and increase() see the first event."""
         from engine.credits import KINDS  # noqa: PLC0415
+        from engine.eligibility import REASONS  # noqa: PLC0415
         from engine.errors import DEAD_LETTER_REASONS  # noqa: PLC0415
 
         for outcome in _OUTCOMES:
             self.fills.labels(outcome)
+        for why in REASONS:
+            self.fill_reasons.labels(why)
         for kind in KINDS:
             self.credits.labels(kind)
             self.credit_amount.labels(kind, "JMUSD" if kind == "loyalty_accrual" else "USD")

@@ -150,6 +150,8 @@ class FillProcessor:
                     )
                 )
             self.metrics.fills.labels(p.settlement.outcome).inc()
+            for reason in p.settlement.reasons:
+                self.metrics.fill_reasons.labels(reason).inc()
         for o in result.outgoing:
             if o.topic == self.topics.dead_letters:
                 self.metrics.dead_letters.labels(o.headers[0][1].decode()).inc()
@@ -296,7 +298,7 @@ def _changes_state(s: Settlement, prior: Standing | None) -> bool:
 def _duplicate(s: Settlement | None) -> Settlement | None:
     if s is None:
         return None
-    return Settlement(s.fill, "duplicate", None, s.output, s.account, s.standing)
+    return Settlement(s.fill, "duplicate", ("duplicate",), s.output, s.account, s.standing)
 
 
 @lru_cache(maxsize=4096)

@@ -17,7 +17,7 @@ def print_summary(summary: Summary, console: Console, title: str = "Replay summa
     outcomes = Table(title=f"{title}: {summary.fills} fills", title_justify="left")
     outcomes.add_column("outcome")
     outcomes.add_column("fills", justify="right")
-    outcomes.add_column("reasons (for credited: IB commission withheld)")
+    outcomes.add_column("reasons it earned less than its plan")
     for outcome, count in sorted(summary.outcomes.items()):
         outcomes.add_row(outcome, str(count), _reasons(summary, outcome))
     console.print(outcomes)

@@ -9,18 +9,13 @@ from decimal import Decimal
 from engine.money import ZERO
 from engine.state import AccountState, Bonus
 
-__all__ = ["add_turnover", "remove_turnover", "turnover_lots"]
-
-
-def turnover_lots(lots: Decimal, is_cent: bool) -> Decimal:
-    """Lots that count towards turnover: a cent account's lot is 1/100 of a standard lot."""
-    return lots / 100 if is_cent else lots
+__all__ = ["add_turnover", "remove_turnover"]
 
 
 def add_turnover(
     state: AccountState, lots: Decimal, closed_at: datetime
 ) -> tuple[AccountState, tuple[tuple[str, Decimal], ...], list[Bonus]]:
-    """Add `lots` to every open bonus granted at or before `closed_at`.
+    """Add `lots` (standard lots) to every open bonus granted at or before `closed_at`.
 
     Returns (state after, lots added per bonus, bonuses unlocked by this fill).
     """

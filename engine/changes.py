@@ -63,41 +63,42 @@ class ChangeRefused(ValueError):
 
 
 def ib_of_code(book: RuleBook, code: str, at: datetime) -> Ib | None:
-    """The IB whose partner code is `code` at `at`; an IB without a code answers to its id.
+    """The IB whose partner code is `code` at `at` (an IB given none has its id as its code).
 
     A scan over the IBs: back-office registrations are rare next to fills, and a code index
     would have to follow every change of the book.
     """
-    by_id: Ib | None = None
     for ident in book.subjects("ib"):
         ib: Ib | None = book.get("ib", ident, at)
-        if ib is None:
-            continue
-        if ib.partner_code == code:
+        if ib is not None and ib.partner_code == code:
             return ib
-        if ib.partner_code is None and ib.id == code:
-            by_id = ib
-    return by_id
+    return None
 
 
 def add_ib(book: RuleBook, at: datetime, ib: str, fields: Mapping[str, Any]) -> Change:
     """A new IB from `at` on; `fields` as a seed `ibs` item (plan, parent, rebate_pct, ...)."""
     _absent(book, "ib", ib, at, "ib")
-    code = str(fields.get("partner_code") or ib)
+    _code_free(book, ib, str(fields.get("partner_code") or ib), at)
+    return _ib_change(book, at, ib, fields)
+
+
+def change_ib(book: RuleBook, at: datetime, ib: str, fields: Mapping[str, Any]) -> Change:
+    """An IB's plan, parent (None: a top IB), rebate_pct, status, partner code, ... from `at`."""
+    _need(book, "ib", ib, at, "ib")
+    if fields.get("partner_code") is not None:
+        _code_free(book, ib, str(fields["partner_code"]), at)
+    return _ib_change(book, at, ib, fields)
+
+
+def _code_free(book: RuleBook, ib: str, code: str, at: datetime) -> None:
+    """A partner code names one IB: refuse one that another IB holds at `at`."""
     holder = ib_of_code(book, code, at)
-    if holder is not None:
+    if holder is not None and holder.id != ib:
         raise ChangeRefused(
             "already_exists",
             f"partner code {code!r} already belongs to IB {holder.id!r} at {_z(at)}",
             "partner_code",
         )
-    return _ib_change(book, at, ib, fields)
-
-
-def change_ib(book: RuleBook, at: datetime, ib: str, fields: Mapping[str, Any]) -> Change:
-    """An IB's plan, parent (None: a top IB), default rebate_pct or status from `at` on."""
-    _need(book, "ib", ib, at, "ib")
-    return _ib_change(book, at, ib, fields)
 
 
 def _ib_change(book: RuleBook, at: datetime, ib: str, fields: Mapping[str, Any]) -> Change:

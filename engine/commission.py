@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from engine.costs import Costs
+from engine.eligibility import Reason
 from engine.money import ZERO, fmt, pct_of, round_cents
 from engine.rules import Client, Ib, Rule, Upline
 
@@ -18,9 +19,11 @@ __all__ = [
     "Commission",
     "Gross",
     "Override",
+    "Rebate",
     "gross_commission",
     "rebate_rate",
     "split",
+    "split_rebate",
     "upline_overrides",
 ]
 
@@ -30,15 +33,20 @@ class Gross:
     """The L1 gross commission in USD (unrounded), what it was computed on, and how."""
 
     amount: Decimal
-    base: Decimal  # lots (per_lot_usd) or the USD cost the pct applies to
+    base: Decimal  # std_lots (per_lot_usd) or the USD cost the pct applies to
     rule: Rule
     capped: bool
+    costs: Costs
 
     def formula(self, base_text: str) -> str:
         """The computation in words, for a partner to redo by hand (base_text = fmt(base))."""
         r = self.rule
         if r.method == "per_lot_usd":
-            text = f"{base_text} lots x {r.rate_text} USD/lot"
+            c = self.costs
+            lots = base_text
+            if c.lot_scale != 1:  # a cent account: show how its lots became standard lots
+                lots = f"{fmt(c.lots)} lots x {fmt(c.lot_scale)} = {base_text} std"
+            text = f"{lots} lots x {r.rate_text} USD/lot"
         elif r.method == "spread_pct":
             text = f"{r.rate_text}% of spread cost {base_text} USD"
         else:
@@ -49,8 +57,12 @@ class Gross:
 
 
 def gross_commission(rule: Rule, costs: Costs) -> Gross:
-    """SPEC 4.3: per_lot_usd x lots, or a pct of the spread cost or of the commission paid."""
-    lots = costs.lots
+    """SPEC 4.3: per_lot_usd x std_lots, or a pct of the spread cost or of the commission paid.
+
+    Per-lot rates and the max_usd_per_lot cap count standard lots (r2), so a cent lot pays
+    what the same notional pays on a standard account.
+    """
+    lots = costs.std_lots
     if rule.method == "per_lot_usd":
         base = lots
         amount = lots * rule.rate
@@ -58,21 +70,43 @@ def gross_commission(rule: Rule, costs: Costs) -> Gross:
         base = costs.spread_cost_usd if rule.method == "spread_pct" else costs.commission_usd
         amount = pct_of(base, rule.rate)
     if rule.max_usd_per_lot is not None and amount > rule.max_usd_per_lot * lots:
-        return Gross(rule.max_usd_per_lot * lots, base, rule, True)
-    return Gross(amount, base, rule, False)
+        return Gross(rule.max_usd_per_lot * lots, base, rule, True, costs)
+    return Gross(amount, base, rule, False, costs)
 
 
-def rebate_rate(client: Client, ib: Ib) -> tuple[Decimal, str]:
-    """The client's rebate pct and where it comes from (SPEC 4.4).
+@dataclass(frozen=True, slots=True)
+class Rebate:
+    """The client's rebate rate for one fill and where it comes from (SPEC 4.4).
 
-    A suspended or cancelled rebate pays 0; otherwise the client override when set, else the
-    IB's default.
+    `per_lot` False: `rate` is a percent of the L1 gross; True: USD per standard lot.
+    `source`: client_override | plan_rule | ib_default | rebate_suspended | rebate_cancelled.
+    """
+
+    rate: Decimal
+    per_lot: bool
+    source: str
+
+    def amount(self, gross: Decimal, std_lots: Decimal) -> Decimal:
+        """The rebate in USD, rounded; a per-lot rebate never exceeds the (rounded) gross."""
+        if self.per_lot:
+            return min(round_cents(self.rate * std_lots), gross)
+        return round_cents(pct_of(gross, self.rate))
+
+
+def rebate_rate(client: Client, ib: Ib, rule: Rule | None = None) -> Rebate:
+    """The client's rebate under this (client, IB) pair.
+
+    A suspended or cancelled rebate pays 0. Otherwise, most specific first: the pair's own
+    override pct (an IB's choice for this one client), then the rule's
+    `client_rebate_usd_per_lot` (the plan's quote for every client), then the IB's default pct.
     """
     if client.rebate_status != "active":
-        return ZERO, f"rebate_{client.rebate_status}"
+        return Rebate(ZERO, False, f"rebate_{client.rebate_status}")
     if client.rebate_pct is not None:
-        return client.rebate_pct, "client_override"
-    return ib.rebate_pct, "ib_default"
+        return Rebate(client.rebate_pct, False, "client_override")
+    if rule is not None and rule.client_rebate_usd_per_lot is not None:
+        return Rebate(rule.client_rebate_usd_per_lot, True, "plan_rule")
+    return Rebate(ib.rebate_pct, False, "ib_default")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +117,14 @@ class Commission:
 
 
 def split(gross: Decimal, rebate_pct: Decimal) -> Commission:
+    """Split the L1 gross by a percentage rebate (see `split_rebate` for any rebate)."""
+    return split_rebate(gross, Rebate(rebate_pct, False, ""), ZERO)
+
+
+def split_rebate(gross: Decimal, rebate: Rebate, std_lots: Decimal) -> Commission:
     gross = round_cents(gross)
-    rebate = round_cents(pct_of(gross, rebate_pct))
-    return Commission(gross, rebate, gross - rebate)
+    amount = rebate.amount(gross, std_lots)
+    return Commission(gross, amount, gross - amount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,19 +134,30 @@ class Override:
     amount: Decimal
 
 
-def upline_overrides(uplines: tuple[Upline, ...], l1_gross: Decimal) -> list[Override]:
+def upline_overrides(
+    uplines: tuple[Upline, ...], l1_gross: Decimal, client: str | None = None
+) -> tuple[list[Override], list[Reason]]:
     """Level k (k=2 is the direct IB's parent) earns its own plan's upline_override_pct[k-2].
 
     Paid by the broker on top of L1, so nothing is taken from the direct IB. An inactive
-    upline is skipped; the walk goes on above it.
+    upline is skipped, and so is an upline whose own client is `client` (the account's
+    client: the upline trading under its sub-IB, r2) when its plan excludes self trades; the
+    walk goes on above either. Returns (overrides paid, reasons for those withheld).
     """
     overrides = []
+    withheld: list[Reason] = []
     for upline in uplines:
         pcts = upline.plan.upline_override_pct
         index = upline.level - 2
-        if index >= len(pcts) or upline.ib.status != "active":
+        if index >= len(pcts) or not pcts[index]:
+            continue
+        if upline.ib.status != "active":
+            withheld.append("ib_inactive")
+            continue
+        if upline.plan.exclude_self_trades and client is not None and upline.ib.client == client:
+            withheld.append("self_trade_upline")
             continue
         amount = round_cents(pct_of(l1_gross, pcts[index]))
         if amount:
             overrides.append(Override(upline, pcts[index], amount))
-    return overrides
+    return overrides, withheld

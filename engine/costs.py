@@ -1,4 +1,4 @@
-"""SPEC 4.1: lots, spread cost, commission paid and the USD cost of a fill."""
+"""SPEC 4.1: lots, standard lots, spread cost, commission paid and the USD cost of a fill."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from engine.money import ZERO
 
 __all__ = ["Costs", "costs_of"]
 
+_ONE = Decimal(1)
+
 
 @dataclass(frozen=True, slots=True)
 class Costs:
@@ -17,8 +19,15 @@ class Costs:
     spread_cost: Decimal
     """spread_points x point_value x lots, in account currency (0 when either is missing)."""
     commission_paid: Decimal
-    """|commission|, in account currency."""
+    """max(0, -commission), in account currency: a positive commission is a refund, not a cost."""
     usd_rate: Decimal
+    lot_scale: Decimal = _ONE
+    """Standard lots per lot of the account (0.01 for cent accounts, SPEC 3 r2)."""
+
+    @property
+    def std_lots(self) -> Decimal:
+        """lots x lot_scale: what per-lot rates, caps and bonus turnover count."""
+        return self.lots * self.lot_scale
 
     @property
     def spread_cost_usd(self) -> Decimal:
@@ -34,10 +43,11 @@ class Costs:
         return (self.spread_cost + self.commission_paid) * self.usd_rate
 
 
-def costs_of(fill: Fill) -> Costs:
+def costs_of(fill: Fill, lot_scale: Decimal = _ONE) -> Costs:
     lots = fill.lots
     if fill.spread_points is None or fill.point_value is None:
         spread = ZERO
     else:
+        # point_value is per lot of this account, in its currency: raw lots, not std_lots.
         spread = fill.spread_points * fill.point_value * lots
-    return Costs(lots, spread, abs(fill.commission), fill.usd_rate)
+    return Costs(lots, spread, max(ZERO, -fill.commission), fill.usd_rate, lot_scale)

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from engine.fill import Fill
 from engine.rules import Account, Ib, Plan
 
-__all__ = ["withheld_reason"]
+__all__ = ["REASONS", "Reason", "withheld_reason"]
+
+Reason = Literal[
+    "min_hold",
+    "min_points",
+    "self_trade",
+    "self_trade_upline",
+    "ib_inactive",
+    "no_rule",
+    "demo",
+    "unattributed",
+    "duplicate",
+    "stale",
+]
+"""Why a fill earned less than its plan (SPEC 4.3 r2): a bounded set, fit for a metric label."""
+REASONS: tuple[Reason, ...] = get_args(Reason)
 
 
-def withheld_reason(fill: Fill, account: Account, ib: Ib, plan: Plan) -> str | None:
+def withheld_reason(fill: Fill, account: Account, ib: Ib, plan: Plan) -> Reason | None:
     """Why the IB commission is not paid for this fill, or None when it is.
 
     - min_hold: held less than plan.min_hold_seconds (close_time - open_time);

@@ -19,14 +19,19 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
 
 from engine.money import ZERO, fmt, round_cents
+
+if TYPE_CHECKING:  # engine/rules.py imports Tier from here: no runtime import back
+    from engine.rules import RuleBook
 
 __all__ = [
     "PERIODS",
     "SETTLED_KINDS",
+    "PayoutTerms",
+    "Payouts",
     "Period",
     "Report",
     "Tier",
@@ -34,7 +39,11 @@ __all__ = [
     "direct_std_lots",
     "next_report",
     "parse_period",
+    "parse_tiers",
+    "payout_period",
+    "payouts_due",
     "period_of",
+    "settlement_event",
     "settlement_id",
     "std_lots_of",
     "tier_bonus_credit",
@@ -131,12 +140,16 @@ def credit_period_start(credit: Mapping[str, Any]) -> datetime:
 
     A reversal belongs to the period of the credit it reverses; a tier bonus to its own period.
     """
+    return _utc(_placing_time(credit))
+
+
+def _placing_time(credit: Mapping[str, Any]) -> str:
     basis = credit["basis"]
     if credit["kind"] == "reversal":
-        return _utc(basis["reversed_close_time"])
+        return str(basis["reversed_close_time"])
     if credit["kind"] == "tier_bonus":
-        return _utc(basis["period_start"])
-    return _utc(credit["fill"]["close_time"])
+        return str(basis["period_start"])
+    return str(credit["fill"]["close_time"])
 
 
 def std_lots_of(credit: Mapping[str, Any]) -> Decimal:
@@ -194,6 +207,32 @@ def next_report(last: Report | None, amount: Decimal, count: int) -> Report | No
     )
 
 
+def settlement_event(
+    ib: str, period: Period, report: Report, *, engine_version: str
+) -> dict[str, Any]:
+    """The settlement.v1 event of a report.
+
+    An hourly event is exactly what the hourly settlement always emitted (agents/settlement.py);
+    any other period adds its id and kind, and `hour` is the period's first hour.
+    """
+    event: dict[str, Any] = {
+        "schema": "settlement.v1",
+        "event": "ib_settlement" if report.sequence == 0 else "ib_settlement_adjustment",
+        "settlement_id": settlement_id(ib, period, report.sequence),
+        "ib": ib,
+        "hour": _text(period.start),
+    }
+    if period.kind != "hourly":
+        event["period"] = period.id
+        event["payout"] = period.kind
+    event |= {"amount": f"{report.amount:.2f}", "count": report.count, "currency": "USD"}
+    if report.sequence:
+        event["adjusts"] = settlement_id(ib, period, 0)
+        event["sequence"] = report.sequence
+    event["engine_version"] = engine_version
+    return event
+
+
 # -- volume tiers ----------------------------------------------------------------------------
 
 
@@ -209,6 +248,34 @@ class Tier:
             "from_std_lots": fmt(self.from_std_lots),
             "per_lot_bonus_usd": fmt(self.per_lot_bonus_usd),
         }
+
+
+def parse_tiers(rows: Iterable[Mapping[str, Any]]) -> tuple[Tier, ...]:
+    """A plan's tier table from `[{from_std_lots, per_lot_bonus_usd}, ...]`.
+
+    Raises:
+        ValueError: a row without both keys, a value that is not a positive decimal, or
+            thresholds that do not strictly ascend (a table a partner could misread).
+    """
+    tiers: list[Tier] = []
+    for i, row in enumerate(rows):
+        try:
+            tier = Tier(Decimal(str(row["from_std_lots"])), Decimal(str(row["per_lot_bonus_usd"])))
+        except (KeyError, TypeError, InvalidOperation):
+            raise ValueError(
+                f"tiers[{i}]: needs decimal from_std_lots and per_lot_bonus_usd, got {row!r}"
+            ) from None
+        if not (tier.from_std_lots.is_finite() and tier.per_lot_bonus_usd.is_finite()):
+            raise ValueError(f"tiers[{i}]: not a number: {row!r}")
+        if tier.from_std_lots <= 0 or tier.per_lot_bonus_usd <= 0:
+            raise ValueError(f"tiers[{i}]: from_std_lots and per_lot_bonus_usd must be positive")
+        if tiers and tier.from_std_lots <= tiers[-1].from_std_lots:
+            raise ValueError(
+                f"tiers[{i}]: from_std_lots {fmt(tier.from_std_lots)} does not ascend "
+                f"(previous tier from {fmt(tiers[-1].from_std_lots)})"
+            )
+        tiers.append(tier)
+    return tuple(tiers)
 
 
 def tier_reached(tiers: Sequence[Tier], std_lots: Decimal) -> Tier | None:
@@ -315,10 +382,150 @@ def tier_bonus_credit(
     }
 
 
-def _for_ib(credit: Mapping[str, Any], ib: str) -> bool:
+# -- the payout fold: which period a credit is paid in, and what is due ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutTerms:
+    """What decides an IB's payout for one period: its kind, hold and tier table."""
+
+    kind: str
+    hold_hours: int
+    tiers: tuple[Tier, ...]
+
+
+_HOURLY = PayoutTerms("hourly", 0, ())
+
+
+def payout_period(book: RuleBook, ib: str, at: datetime) -> tuple[Period, PayoutTerms]:
+    """The payout period of `ib` that pays a credit placed at `at`, and the terms of it.
+
+    The terms of a period are those in force at the period's START, not its end: a change of
+    hold, plan or tier table made inside a period then applies from the next period, so no
+    change ever reaches back over fills already made (SPEC 3: never retroactive), and a partner
+    knows the terms of a period when it begins. For the same reason a new payout kind applies
+    from the first period of the new kind that starts at or after the change; until then the
+    credit stays in the period of the kind in force at that period's start (one step back: two
+    changes of kind inside one period are not chained). Each credit still lands in exactly one
+    period, so nothing is paid twice; see the README.
+    An IB that did not yet exist at the period's start takes the terms it was created with.
+    """
+    current = book.get("ib", ib, at)
+    if current is None:  # not attributed to a known IB at that time: settled hourly, as ever
+        return period_of("hourly", at), _HOURLY
+    period = period_of(current.payout, at)
+    at_start = book.get("ib", ib, period.start)
+    if at_start is not None and at_start.payout != current.payout:
+        period = period_of(at_start.payout, at)
+    terms_ib = book.get("ib", ib, period.start) or current
+    plan = book.get("plan", terms_ib.plan, period.start) or book.get("plan", terms_ib.plan, at)
+    return period, PayoutTerms(period.kind, terms_ib.hold_hours, plan.tiers if plan else ())
+
+
+@dataclass(frozen=True, slots=True)
+class Payouts:
+    """What a fold over credits says is due: settlement events and tier_bonus credits."""
+
+    settlements: tuple[dict[str, Any], ...]
+    tier_bonuses: tuple[dict[str, Any], ...]
+
+
+def payouts_due(
+    credits: Iterable[Mapping[str, Any]],
+    book: RuleBook,
+    *,
+    engine_version: str,
+    now: datetime | None = None,
+) -> Payouts:
+    """Settlement events and tier bonuses of every IB period payable at `now`.
+
+    A fold over credit.v1 dicts in any order (the set decides, not the order). `now` None means
+    later than every hold, as at the end of an offline replay: every period is settled, once,
+    as sequence 0. Events come sorted by period start, IB; tier bonuses likewise.
+
+    Args:
+        credits: every credit of the run (all IBs; reversals included).
+        book: the rules, for each IB's payout kind, hold and plan tiers (`payout_period`).
+    """
+    # Fills arrive close together: one rule lookup per (IB, instant text), not per credit.
+    memo: dict[tuple[str, str], tuple[Period, PayoutTerms]] = {}
+    totals: dict[tuple[str, Period], tuple[Decimal, int]] = {}
+    terms: dict[tuple[str, Period], PayoutTerms] = {}
+    tiered: dict[tuple[str, Period], list[Mapping[str, Any]]] = {}
+    reversals: list[Mapping[str, Any]] = []
+    for c in credits:
+        if c["kind"] == "reversal":
+            reversals.append(c)
+        for ib, text, settled in _payout_roles(c):
+            key = (ib, text)
+            if key not in memo:
+                memo[key] = payout_period(book, ib, _utc(text))
+            period, period_terms = memo[key]
+            slot = (ib, period)
+            terms[slot] = period_terms
+            if settled:
+                amount, count = totals.get(slot, (ZERO, 0))
+                totals[slot] = (
+                    amount + Decimal(c["amount"]),
+                    count + (-1 if c["kind"] == "reversal" else 1),
+                )
+            elif period_terms.tiers:
+                tiered.setdefault(slot, []).append(c)
+
+    def payable(slot: tuple[str, Period]) -> bool:
+        return now is None or slot[1].payable_at(terms[slot].hold_hours) <= now
+
+    def order(slot: tuple[str, Period]) -> tuple[datetime, str, str]:
+        return slot[1].start, slot[0], slot[1].kind
+
+    events = []
+    for slot in sorted(filter(payable, totals), key=order):
+        report = next_report(None, *totals[slot])
+        if report is not None:
+            events.append(settlement_event(*slot, report, engine_version=engine_version))
+    bonuses = []
+    for slot in sorted(filter(payable, tiered), key=order):
+        ib, period = slot
+        lots = direct_std_lots([*tiered[slot], *reversals], ib, period)
+        credit = tier_bonus_credit(
+            ib, period, terms[slot].tiers, lots, engine_version=engine_version
+        )
+        if credit is not None:
+            bonuses.append(credit)
+    return Payouts(tuple(events), tuple(bonuses))
+
+
+def _payout_roles(credit: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+    """(IB, instant text, settled?) for each way a credit counts in an IB's payout.
+
+    Settled: an IB's commission kind or its reversal, placed by `credit_period_start`.
+    Not settled: a level-1 earning credit, whose fill's lots count for the direct IB's tiers.
+    """
+    kind = credit["kind"]
+    basis = credit["basis"]
+    beneficiary = credit["beneficiary"]
+    roles = []
+    if beneficiary["type"] == "ib":
+        counted = basis.get("reversed_kind", kind) if kind == "reversal" else kind
+        if counted in SETTLED_KINDS:
+            roles.append((beneficiary["id"], _placing_time(credit), True))
+    if kind in _EARNING_KINDS and basis.get("level") == 1:
+        ib = _direct_ib(credit)
+        if ib is not None:
+            roles.append((ib, credit["fill"]["close_time"], False))
+    return roles
+
+
+def _direct_ib(credit: Mapping[str, Any]) -> str | None:
+    """The IB an earning credit's fill counts for: a client's rebate names it in its basis."""
     if credit["kind"] == "client_rebate":
-        return bool(credit["basis"].get("ib") == ib)
-    return bool(credit["beneficiary"]["id"] == ib)
+        ib = credit["basis"].get("ib")
+        return None if ib is None else str(ib)
+    return str(credit["beneficiary"]["id"])
+
+
+def _for_ib(credit: Mapping[str, Any], ib: str) -> bool:
+    return _direct_ib(credit) == ib
 
 
 def _utc(text: str) -> datetime:

@@ -6,8 +6,9 @@ byte-identical for the same seed and fills (no wall-clock field anywhere).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -42,9 +43,13 @@ def replay_lines(
     write: Callable[[bytes], object],
     *,
     write_event: Callable[[bytes], object] | None = None,
+    on_credit: Callable[[Mapping[str, Any]], object] | None = None,
     engine_version: str = __version__,
 ) -> ReplayResult:
-    """Replay (source, line number, raw JSON) triples; `write` gets one credit.v1 line each."""
+    """Replay (source, line number, raw JSON) triples; `write` gets one credit.v1 line each.
+
+    `on_credit` also gets each credit.v1 dict written (for the payout fold after the replay).
+    """
     result = ReplayResult()
     summary = result.summary
     for source, number, raw in lines:
@@ -57,13 +62,15 @@ def replay_lines(
             summary.add_dead_letter(exc.reason)
             result.problems.append(Problem(source, number, exc.reason, str(exc)))
             continue
-        summary.add_outcome(settlement.outcome, settlement.reason)
+        summary.add_outcome(settlement.outcome, settlement.reasons)
         if settlement.outcome == "duplicate":
             continue  # already written when it was first processed
         for credit in settlement.credits:
             data = credit.to_dict(engine_version)
             write(orjson.dumps(data) + b"\n")
             summary.add_credit(data)
+            if on_credit is not None:
+                on_credit(data)
         if write_event is not None:
             for event in settlement.output.events:
                 write_event(orjson.dumps(event.to_dict()) + b"\n")

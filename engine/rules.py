@@ -9,6 +9,7 @@ whatever was changed afterwards.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,8 +18,10 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.money import fmt
+from engine.payouts import PERIODS, Tier, parse_tiers
 
 __all__ = [
+    "CENT_LOT_SCALE",
     "SUBJECTS",
     "Account",
     "Attribution",
@@ -31,11 +34,17 @@ __all__ = [
     "RuleBook",
     "SymbolMap",
     "Upline",
+    "is_cent_type",
 ]
 
-SUBJECTS = ("account", "client", "ib", "plan", "loyalty", "symbols")
+SUBJECTS = ("account", "client", "ib", "plan", "loyalty", "symbols", "account_type")
 _GLOBAL = ""  # id of the singleton subjects (loyalty, symbols)
 METHODS = ("per_lot_usd", "spread_pct", "commission_pct")
+CENT_LOT_SCALE = Decimal("0.01")
+_ONE = Decimal(1)
+# A client's rebate override belongs to the (client, IB) pair (SPEC 3 r2): these fields end
+# when the client moves to another IB.
+_PAIR_FIELDS = ("rebate_pct", "rebate_status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +89,11 @@ class Ib:
     client: str | None = None
     """The IB's own client id: trades of its accounts are self trades."""
     status: str = "active"  # active | suspended | terminated
-    partner_code: str | None = None
-    """The referral code of the IB's partner link (`?ref=32071`); None: the IB id is its code."""
+    partner_code: str = ""
+    """The referral code (`?ref=32071`); the builder defaults it to the IB id."""
+    payout: str = "hourly"  # hourly | daily | weekly | monthly (engine/payouts.py)
+    hold_hours: int = 0
+    """How long after its payout period ends the period is settled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +106,10 @@ class Rule:
     method: str  # one of METHODS
     rate: Decimal
     max_usd_per_lot: Decimal | None = None
+    client_rebate_usd_per_lot: Decimal | None = None
+    """A client rebate quoted in USD per standard lot instead of a percentage (SPEC 4.4 r2)."""
+    id: str | None = None
+    """The seed's name for the rule, quoted in every credit's basis."""
     label: str = field(init=False, compare=False)
     """How the rule reads in a credit's basis, e.g. "#2 types=standard symbols=* per_lot_usd=15"."""
     rate_text: str = field(init=False, compare=False)
@@ -101,9 +117,11 @@ class Rule:
     def __post_init__(self) -> None:
         # Built once per rule, not once per credit: both appear in every credit's basis.
         cap = f" cap {self.max_usd_per_lot}/lot" if self.max_usd_per_lot is not None else ""
+        per_lot = self.client_rebate_usd_per_lot
+        rebate = f" client_rebate {per_lot}/lot" if per_lot is not None else ""
         label = (
             f"#{self.index} types={','.join(self.account_types)} "
-            f"symbols={','.join(self.symbols)} {self.method}={self.rate}{cap}"
+            f"symbols={','.join(self.symbols)} {self.method}={self.rate}{cap}{rebate}"
         )
         object.__setattr__(self, "label", label)
         object.__setattr__(self, "rate_text", fmt(self.rate))
@@ -117,6 +135,8 @@ class Plan:
     min_hold_seconds: int = 0
     min_points: int = 0
     exclude_self_trades: bool = True
+    tiers: tuple[Tier, ...] = ()
+    """Volume tiers per payout period of the IB (SPEC 6), ascending; empty: no tier bonus."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +166,15 @@ class SymbolMap:
         return upper
 
 
+def is_cent_type(account_type: str) -> bool:
+    """A cent type is one whose name has the word "cent" (standard_cent, cent, cent-pro).
+
+    Words, not a substring: "percent_pro" is no cent type. Any other name that trades cent
+    lots says so with `account_types: {name: {lot_scale: "0.01"}}` in the seed.
+    """
+    return "cent" in re.split(r"[^a-z0-9]+", account_type.lower())
+
+
 @dataclass(frozen=True, slots=True)
 class Upline:
     """An IB above the direct IB: `level` 2 is the direct IB's parent."""
@@ -166,6 +195,20 @@ class Attribution:
     uplines: tuple[Upline, ...]
     loyalty: Loyalty
     symbols: SymbolMap
+    type_lot_scale: Decimal | None = None
+    """The seed's `account_types[type].lot_scale`, when it names this account's type."""
+
+    def lot_scale(self, currency: str) -> Decimal:
+        """Standard lots per lot of this account (SPEC 3 r2).
+
+        The seed's lot_scale for the account type wins; else 0.01 for a cent type or a USC
+        account (one cent lot is 1/100 of a standard lot), else 1.
+        """
+        if self.type_lot_scale is not None:
+            return self.type_lot_scale
+        if currency == "USC" or is_cent_type(self.account.type):
+            return CENT_LOT_SCALE
+        return _ONE
 
 
 class _Timeline:
@@ -249,6 +292,14 @@ class RuleBook:
         timeline = _Timeline()
         current: dict[str, Any] = {}
         for change in sorted(self._changes[key], key=lambda c: (c.at, c.seq)):
+            if (
+                subject == "client"
+                and "ib" in change.fields
+                and change.fields["ib"] != current.get("ib", change.fields["ib"])
+            ):
+                # A move to another IB ends the old pair's override and its status: the new
+                # IB's default applies until an override is set under the new IB.
+                current = {k: v for k, v in current.items() if k not in _PAIR_FIELDS}
             reactivates = change.fields.get("rebate_status", "cancelled") != "cancelled"
             if subject == "client" and current.get("rebate_status") == "cancelled" and reactivates:
                 raise ConfigError(
@@ -312,8 +363,16 @@ class RuleBook:
             ib = self._ib(client.ib, at, f"client {client.id}")
             plan = self._plan(ib, at)
             uplines = self._uplines(ib, at)
+        type_scale: Decimal | None = self.get("account_type", account.type, at)
         return Attribution(
-            account, client, ib, plan, tuple(uplines), self.loyalty(at), self.symbols(at)
+            account,
+            client,
+            ib,
+            plan,
+            tuple(uplines),
+            self.loyalty(at),
+            self.symbols(at),
+            type_scale,
         )
 
     def _ib(self, ident: str, at: datetime, referrer: str) -> Ib:
@@ -430,8 +489,22 @@ def _build_ib(ident: str, f: Mapping[str, Any]) -> Ib:
         _dec(f.get("rebate_pct", 0)),
         f.get("client"),
         str(f.get("status", "active")),
-        None if f.get("partner_code") is None else str(f["partner_code"]),
+        str(f.get("partner_code") or ident),
+        _payout_kind(ident, f.get("payout", "hourly")),
+        _hold_hours(ident, f.get("hold_hours", 0)),
     )
+
+
+def _payout_kind(ident: str, value: Any) -> str:
+    if value not in PERIODS:
+        raise ConfigError("schema", f"IB {ident}: payout {value!r} is not one of {PERIODS}")
+    return str(value)
+
+
+def _hold_hours(ident: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError("schema", f"IB {ident}: hold_hours {value!r} is not a whole number >= 0")
+    return value
 
 
 def _build_rule(index: int, f: Mapping[str, Any]) -> Rule:
@@ -445,6 +518,8 @@ def _build_rule(index: int, f: Mapping[str, Any]) -> Rule:
         methods[0],
         _dec(f[methods[0]]),
         _opt_dec(f.get("max_usd_per_lot")),
+        _opt_dec(f.get("client_rebate_usd_per_lot")),
+        None if f.get("id") is None else str(f["id"]),
     )
 
 
@@ -456,7 +531,15 @@ def _build_plan(ident: str, f: Mapping[str, Any]) -> Plan:
         int(f.get("min_hold_seconds", 0)),
         int(f.get("min_points", 0)),
         bool(f.get("exclude_self_trades", True)),
+        _tiers(ident, f.get("tiers") or ()),
     )
+
+
+def _tiers(ident: str, rows: Any) -> tuple[Tier, ...]:
+    try:
+        return parse_tiers(rows)
+    except ValueError as exc:
+        raise ConfigError("schema", f"plan {ident}: {exc}") from None
 
 
 def _build_loyalty(_: str, f: Mapping[str, Any]) -> Loyalty:
@@ -476,7 +559,12 @@ def _build_symbols(_: str, f: Mapping[str, Any]) -> SymbolMap:
     return SymbolMap(tuple(suffixes), groups)
 
 
+def _build_account_type(_: str, f: Mapping[str, Any]) -> Decimal | None:
+    return _opt_dec(f.get("lot_scale"))
+
+
 _BUILDERS: dict[str, Any] = {
+    "account_type": _build_account_type,
     "account": _build_account,
     "client": _build_client,
     "ib": _build_ib,

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from engine.errors import ConfigError
+from engine.payouts import parse_tiers
 from engine.rules import Change, RuleBook
 from engine.state import Bonus, JmAllocation
 
@@ -31,11 +32,15 @@ _DECIMAL_FIELDS = {
     "spread_pct",
     "commission_pct",
     "max_usd_per_lot",
+    "client_rebate_usd_per_lot",
+    "lot_scale",
     "accrual_pct",
     "coverage_pct",
     "reward_jm",
     "jm_allocated",
     "amount_usd",
+    "from_std_lots",
+    "per_lot_bonus_usd",
 }
 
 
@@ -135,6 +140,9 @@ class _Builder:
             changes.append(Change(start, "loyalty", "", self._fields(data["loyalty"], "loyalty")))
         if "symbols" in data:
             changes.append(Change(start, "symbols", "", dict(data["symbols"])))
+        for name, settings in (data.get("account_types") or {}).items():
+            fields = self._fields(settings, f"account_types.{name}")
+            changes.append(Change(start, "account_type", str(name), fields))
         for i, plan in enumerate(data.get("plans") or []):
             fields = self._fields(plan, f"plans[{i}]")
             changes.append(Change(start, "plan", str(fields.pop("id")), fields))
@@ -202,12 +210,24 @@ class _Builder:
             fields["rules"] = [
                 self._fields(r, f"{where}.rules[{j}]") for j, r in enumerate(fields["rules"])
             ]
+        if fields.get("tiers") is not None:
+            fields["tiers"] = self._tiers(fields["tiers"], f"{where}.tiers")
         if "upline_override_pct" in fields:
             fields["upline_override_pct"] = [
                 self._dec({"v": p}, "v", f"{where}.upline_override_pct[{j}]")
                 for j, p in enumerate(fields["upline_override_pct"])
             ]
         return fields
+
+    def _tiers(self, items: Any, where: str) -> list[dict[str, Any]]:
+        """A plan's tier table, checked here so that an error names its line."""
+        rows = [self._fields(r, f"{where}[{j}]") for j, r in enumerate(items)]
+        for j in range(len(rows)):  # the first row that breaks the table names the line
+            try:
+                parse_tiers(rows[: j + 1])
+            except ValueError as exc:
+                raise self.fail(f"{where}[{j}]", str(exc).partition(": ")[2]) from None
+        return rows
 
     def _change(self, item: Any, where: str) -> Change:
         if not isinstance(item, dict):

@@ -13,11 +13,17 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
-from engine.bonus import add_turnover, remove_turnover, turnover_lots
-from engine.commission import Override, gross_commission, rebate_rate, split, upline_overrides
-from engine.costs import costs_of
+from engine.bonus import add_turnover, remove_turnover
+from engine.commission import (
+    Override,
+    gross_commission,
+    rebate_rate,
+    split_rebate,
+    upline_overrides,
+)
+from engine.costs import Costs, costs_of
 from engine.credits import Credit, WalletEvent, credit_id, fill_ref
-from engine.eligibility import withheld_reason
+from engine.eligibility import REASONS, Reason, withheld_reason
 from engine.fill import Fill
 from engine.loyalty import accrual, take_coverage
 from engine.money import ZERO, fmt
@@ -32,7 +38,7 @@ from engine.state import (
     Standing,
 )
 
-__all__ = ["OUTCOMES", "Settlement", "settle"]
+__all__ = ["OUTCOMES", "REASONS", "Reason", "Settlement", "settle"]
 
 OUTCOMES = ("credited", "not_earning", "ignored", "duplicate")
 
@@ -44,7 +50,8 @@ class Settlement:
     Attributes:
         outcome: credited (at least one credit) | not_earning | ignored ("in" deals) | duplicate
             (this revision was processed before: `output` is what it emitted then).
-        reason: why nothing, or less, was paid: unknown_login, demo_account, min_hold, ...
+        reasons: why this fill earned less than its plan, in the order found (empty: it
+            earned all of it, or it has no plan to earn under: an "in" deal, a delete).
         output: credits and wallet events, in emission order.
         account: the account's wallet state after this revision.
         standing: what stands for the deal after this revision (None: nothing).
@@ -53,7 +60,7 @@ class Settlement:
 
     fill: Fill
     outcome: str
-    reason: str | None
+    reasons: tuple[Reason, ...]
     output: Output
     account: AccountState
     standing: Standing | None
@@ -62,6 +69,11 @@ class Settlement:
     @property
     def credits(self) -> tuple[Credit, ...]:
         return self.output.credits
+
+    @property
+    def reason(self) -> Reason | None:
+        """The first of `reasons` (None when there is none), for callers that show one."""
+        return self.reasons[0] if self.reasons else None
 
 
 def settle(
@@ -74,10 +86,15 @@ def settle(
     """
     if journal is not None and fill.revision in journal.processed:
         return Settlement(
-            fill, "duplicate", None, journal.processed[fill.revision], account, journal.standing
+            fill,
+            "duplicate",
+            ("duplicate",),
+            journal.processed[fill.revision],
+            account,
+            journal.standing,
         )
     if not fill.earns:
-        return Settlement(fill, "ignored", "entry_in", Output(), account, None)
+        return Settlement(fill, "ignored", (), Output(), account, None)
 
     standing = journal.standing if journal else None
     credits: list[Credit] = []
@@ -91,21 +108,18 @@ def settle(
         if standing.effects.accrual_client and standing.effects.accrual:
             deltas.append((standing.effects.accrual_client, -standing.effects.accrual))
     if fill.event == "delete":
-        reason = None if credits else "nothing_to_reverse"
         outcome = "credited" if credits else "not_earning"
-        return Settlement(
-            fill, outcome, reason, Output(tuple(credits)), account, None, tuple(deltas)
-        )
+        return Settlement(fill, outcome, (), Output(tuple(credits)), account, None, tuple(deltas))
 
     attribution = book.resolve(fill.login, fill.close_time)
     if attribution is None or not attribution.account.live:
-        reason = "unknown_login" if attribution is None else "demo_account"
+        reasons: tuple[Reason, ...] = ("unattributed",) if attribution is None else ("demo",)
         outcome = "credited" if credits else "not_earning"
         return Settlement(
-            fill, outcome, reason, Output(tuple(credits)), account, None, tuple(deltas)
+            fill, outcome, reasons, Output(tuple(credits)), account, None, tuple(deltas)
         )
 
-    fresh, reason, effects, account, events = _earn(fill, ref, book, attribution, account)
+    fresh, reasons, effects, account, events = _earn(fill, ref, book, attribution, account)
     credits.extend(fresh)
     if effects.accrual_client and effects.accrual:
         deltas.append((effects.accrual_client, effects.accrual))
@@ -113,12 +127,10 @@ def settle(
         Standing(fill.revision, tuple(fresh), effects) if fresh or effects.bonus_lots else None
     )
     outcome = "credited" if credits else "not_earning"
-    if outcome == "not_earning" and reason is None:
-        reason = "zero_amounts"
     return Settlement(
         fill,
         outcome,
-        reason,
+        reasons,
         Output(tuple(credits), tuple(events)),
         account,
         new_standing,
@@ -128,10 +140,11 @@ def settle(
 
 def _earn(
     fill: Fill, ref: dict[str, Any], book: RuleBook, attr: Attribution, account: AccountState
-) -> tuple[list[Credit], str | None, Effects, AccountState, list[WalletEvent]]:
-    costs = costs_of(fill)
+) -> tuple[list[Credit], tuple[Reason, ...], Effects, AccountState, list[WalletEvent]]:
+    costs = costs_of(fill, attr.lot_scale(fill.currency))
+    inputs: dict[str, Any] = {}  # filled on the first credit: most fills emit none
     credits: list[Credit] = []
-    reason: str | None = None
+    reasons: list[Reason] = []
 
     def credit(
         kind: str, beneficiary: tuple[str, str], amount: Decimal, currency: str,
@@ -141,6 +154,9 @@ def _earn(
         # only for credits that are: it is the costliest part of a credit.
         if amount:
             body = basis()
+            if not inputs:
+                inputs.update(_inputs(fill, costs))
+            body["inputs"] = inputs  # one dict per fill, shared: serialized, never mutated
             btype, bid = beneficiary
             cid = credit_id(fill, kind, f"{btype}:{bid}", body["level"], None)
             credits.append(Credit(cid, kind, btype, bid, amount, currency, ref, body))
@@ -149,41 +165,54 @@ def _earn(
     if attr.ib is not None and attr.plan is not None:
         ib, plan = attr.ib, attr.plan
         rule = book.match_rule(plan, attr.symbols, attr.account.type, fill.symbol)
-        reason = "no_plan_rule" if rule is None else withheld_reason(fill, attr.account, ib, plan)
-        if rule is not None and reason is None:
+        withheld = "no_rule" if rule is None else withheld_reason(fill, attr.account, ib, plan)
+        if withheld is not None:
+            reasons.append(withheld)
+        if rule is not None and withheld is None:
             gross = gross_commission(rule, costs)
-            pct, source = rebate_rate(attr.client, ib)
-            parts = split(gross.amount, pct)
+            rebate = rebate_rate(attr.client, ib, rule)
+            parts = split_rebate(gross.amount, rebate, costs.std_lots)
             g = f"{parts.gross:.2f}"
-            base_text, pct_text = fmt(gross.base), fmt(pct)
+            base_text, rate_text = fmt(gross.base), fmt(rebate.rate)
+            rule_id = {"rule_id": rule.id} if rule.id is not None else {}
+            rebate_method = "client_rebate_usd_per_lot" if rebate.per_lot else "rebate_pct"
             credit("ib_commission", ("ib", ib.id), parts.net, "USD", lambda: {
                 "level": 1, "method": rule.method, "plan": plan.id, "rule": rule.label,
-                "rate": rule.rate_text, "base": base_text, "gross": g,
-                "rebate": f"{parts.rebate:.2f}",
+                **rule_id, "rate": rule.rate_text, "base": base_text, "gross": g,
+                "rebate": f"{parts.rebate:.2f}", "rebate_method": rebate_method,
+                "rebate_rate": rate_text, "rebate_source": rebate.source,
                 "formula": f"{gross.formula(base_text)} = {g} gross - {parts.rebate:.2f} client"
                            f" rebate = {parts.net:.2f}",
             })  # fmt: skip
             credit("client_rebate", ("client", attr.client.id), parts.rebate, "USD", lambda: {
-                "level": 1, "method": "rebate_pct", "plan": plan.id, "ib": ib.id,
-                "rate": pct_text, "base": g, "source": source,
-                "formula": f"{g} x {pct_text}% = {parts.rebate:.2f}",
+                "level": 1, "method": rebate_method, "plan": plan.id, "ib": ib.id, **rule_id,
+                "rate": rate_text, "base": fmt(costs.std_lots) if rebate.per_lot else g,
+                "gross": g, "source": rebate.source,
+                "formula": _rebate_formula(rebate.per_lot, rate_text, costs, g, parts.rebate),
             })  # fmt: skip
-            for o in upline_overrides(attr.uplines, parts.gross):
-                basis = partial(_override_basis, o, ib.id, g)
+            overrides, upline_reasons = upline_overrides(
+                attr.uplines, parts.gross, attr.account.client
+            )
+            reasons.extend(r for r in upline_reasons if r not in reasons)
+            for o in overrides:
+                basis = partial(_override_basis, o, ib.id, g, rule_id)
                 credit("ib_override", ("ib", o.upline.ib.id), o.amount, "USD", basis)
 
     # SPEC 4.6: JM USD coverage; SPEC 4.7: loyalty accrual.
     cost_usd = costs.cost_usd
     cost_text = fmt(cost_usd)
     loyalty = attr.loyalty
-    wanted, covered, taken, account = take_coverage(
-        account, cost_usd, loyalty.coverage_pct, fill.open_time
-    )
+    coverage, account = take_coverage(account, cost_usd, loyalty.coverage_pct, fill.open_time)
+    covered = coverage.covered
     credit("jm_coverage", ("account", str(fill.login)), covered, "USD", lambda: {
         "level": 0, "method": "coverage_pct", "rate": loyalty.coverage_text,
-        "base": cost_text, "wanted": f"{wanted:.2f}",
-        "formula": f"min({cost_text} cost x {loyalty.coverage_text}% = {wanted:.2f},"
-                   f" JM balance) = {covered:.2f}",
+        "base": cost_text, "wanted": f"{coverage.wanted:.2f}",
+        "jm_balance_before": fmt(coverage.balance_before),
+        "jm_balance_after": fmt(coverage.balance_after),
+        "formula": f"min({cost_text} cost x {loyalty.coverage_text}% = {coverage.wanted:.2f},"
+                   f" JM balance {fmt(coverage.balance_before)}) = {covered:.2f};"
+                   f" JM balance {fmt(coverage.balance_before)} -> "
+                   f"{fmt(coverage.balance_after)}",
     })  # fmt: skip
     accrued = ZERO
     if not (loyalty.exclude_ib_referred and attr.client.ib is not None):
@@ -195,20 +224,49 @@ def _earn(
                        f"{loyalty.accrual_text}% = {accrued:.2f}",
         })  # fmt: skip
 
-    # SPEC 4.8: deposit-bonus turnover.
-    lots = turnover_lots(costs.lots, fill.is_cent or "cent" in attr.account.type)
-    account, bonus_lots, unlocked = add_turnover(account, lots, fill.close_time)
+    # SPEC 4.8: deposit-bonus turnover, in standard lots.
+    account, bonus_lots, unlocked = add_turnover(account, costs.std_lots, fill.close_time)
     events = [_bonus_unlocked(fill, ref, b) for b in unlocked]
-    effects = Effects(taken, attr.client.id if accrued else None, accrued, bonus_lots)
-    return credits, reason, effects, account, events
+    effects = Effects(coverage.taken, attr.client.id if accrued else None, accrued, bonus_lots)
+    return credits, tuple(reasons), effects, account, events
 
 
-def _override_basis(o: Override, from_ib: str, l1_gross: str) -> dict[str, Any]:
+def _inputs(fill: Fill, costs: Costs) -> dict[str, Any]:
+    """What every base of a fill's credits is computed from (SPEC 5 r2), as the fill had it."""
+    return {
+        "currency": fill.currency,
+        "usd_rate": fmt(costs.usd_rate),
+        "lots": fmt(costs.lots),
+        "lot_scale": fmt(costs.lot_scale),
+        "std_lots": fmt(costs.std_lots),
+        "spread_points": fill.spread_points,
+        "point_value": None if fill.point_value is None else fmt(fill.point_value),
+        "commission": fmt(fill.commission),
+        "spread_cost": fmt(costs.spread_cost),
+        "commission_paid": fmt(costs.commission_paid),
+    }
+
+
+def _rebate_formula(
+    per_lot: bool, rate_text: str, costs: Costs, gross: str, rebate: Decimal
+) -> str:
+    if per_lot:
+        return (
+            f"min({fmt(costs.std_lots)} std lots x {rate_text} USD/lot, {gross} L1 gross)"
+            f" = {rebate:.2f}"
+        )
+    return f"{gross} x {rate_text}% = {rebate:.2f}"
+
+
+def _override_basis(
+    o: Override, from_ib: str, l1_gross: str, rule_id: dict[str, str]
+) -> dict[str, Any]:
     return {
         "level": o.upline.level,
         "method": "upline_override_pct",
         "plan": o.upline.plan.id,
         "from_ib": from_ib,
+        **rule_id,
         "rate": fmt(o.rate),
         "base": l1_gross,
         "formula": f"L{o.upline.level}: {l1_gross} L1 gross x {fmt(o.rate)}% = {o.amount:.2f}",

@@ -24,11 +24,19 @@ class Summary:
     by_ib: dict[str, Decimal] = field(default_factory=dict)
     by_client: dict[str, Decimal] = field(default_factory=dict)
 
-    def add_outcome(self, outcome: str, reason: str | None = None) -> None:
+    def add_outcome(self, outcome: str, reasons: tuple[str, ...] = ()) -> None:
+        """Count one fill; each of its reasons (why it earned less than its plan) once."""
         self.fills += 1
         self.outcomes[outcome] += 1
-        if reason:
+        for reason in reasons:
             self.reasons[(outcome, reason)] += 1
+
+    def by_reason(self) -> Counter[str]:
+        """Fills per reason, over every outcome (a fill with two reasons counts under both)."""
+        counts: Counter[str] = Counter()
+        for (_, reason), n in self.reasons.items():
+            counts[reason] += n
+        return counts
 
     def add_dead_letter(self, reason: str) -> None:
         self.fills += 1

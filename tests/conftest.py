@@ -7,6 +7,12 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from hypothesis import settings
+
+# Property tests judge results, never speed: the machine is shared and a slow example under
+# load is not a failure (Hypothesis' default 200 ms deadline made them flaky there).
+settings.register_profile("rebate-engine", deadline=None, print_blob=True)
+settings.load_profile("rebate-engine")
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Credits for the payout, tier and statement tests: real credit.v1 dicts from the engine.
 
-TIER_SEED gives IB-1 three direct clients (the seed does not carry payout periods or tier tables
-yet: the tests pass TIERS, SPEC 3's example table, to the engine functions themselves); C-3's rebate is 100%, so its fills earn IB-1 no
+TIER_SEED gives IB-1 three direct clients (hourly payout, no tier table: tests of the engine
+functions pass TIERS, SPEC 3's example table, themselves; tests through the seed add `payout`,
+`hold_hours` and `tiers` to it); C-3's rebate is 100%, so its fills earn IB-1 no
 ib_commission credit at all (only the client's rebate names IB-1) and must still count. IB-2
 is another IB whose lots must never count for IB-1.
 """

@@ -100,6 +100,10 @@ async def book_of(store: RedisStore) -> RuleBook:
         pytest.param(["set-ib-rebate", "--ib", "IB-1", "--pct", "25"],
                      on(1001, lambda a: a.ib.rebate_pct), Decimal(20), Decimal(25),
                      id="set-ib-rebate"),
+        pytest.param(["set-ib-payout", "--ib", "IB-1", "--payout", "daily", "--hold-hours", "24",
+                      "--partner-code", "32071"],
+                     on(1001, lambda a: (a.ib.payout, a.ib.hold_hours, a.ib.partner_code)),
+                     ("hourly", 0, "IB-1"), ("daily", 24, "32071"), id="set-ib-payout"),
         pytest.param(["add-account", "--login", "1003", "--client", "C-1", "--type", "pro"],
                      on(1003, lambda a: (a.account.type, a.account.live)), None, ("pro", True),
                      id="add-account"),
@@ -164,6 +168,28 @@ async def test_a_cancelled_rebate_cannot_be_resumed(
                      "--at", "2024-05-01T00:00:00Z") == 0  # fmt: skip
 
 
+async def test_a_cancel_under_the_old_ib_does_not_block_the_client_under_the_new_one(
+    redis: Redis, private_redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SPEC 3 r2: the override and its status belong to the (client, IB) pair.
+    store = await seeded(redis)
+    assert await run(private_redis_url, monkeypatch, "set-rebate", "--client", "C-1",
+                     "--pct", "50", "--at", "2024-05-01T00:00:00Z") == 0  # fmt: skip
+    assert await run(private_redis_url, monkeypatch, "cancel-rebate", "--client", "C-1",
+                     "--at", AT) == 0  # fmt: skip
+    moved, resumed = "2024-07-01T00:00:00Z", "2024-08-01T00:00:00Z"
+    assert await run(private_redis_url, monkeypatch, "move-client", "--client", "C-1",
+                     "--ib", "IB-2", "--at", moved) == 0  # fmt: skip
+    probe = on(1001, lambda a: (a.client.ib, a.client.rebate_pct, a.client.rebate_status))
+    # The move ended IB-1's 50% and the cancellation: IB-2's default applies.
+    assert probe(await book_of(store), datetime.fromisoformat(moved)) == ("IB-2", None, "active")
+    for command in (["suspend-rebate"], ["resume-rebate"], ["set-rebate", "--pct", "30"]):
+        assert await run(private_redis_url, monkeypatch, *command, "--client", "C-1",
+                         "--at", resumed) == 0  # fmt: skip
+    after = probe(await book_of(store), datetime.fromisoformat(resumed))
+    assert after == ("IB-2", Decimal(30), "active")
+
+
 async def test_a_cancellation_before_a_scheduled_resume_is_refused(
     redis: Redis, private_redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,6 +210,7 @@ async def test_a_cancellation_before_a_scheduled_resume_is_refused(
         (["set-ib-plan", "--ib", "IB-1", "--plan", "platinum"], "unknown plan 'platinum'"),
         (["add-account", "--login", "1001", "--client", "C-1", "--type", "pro"], "already"),
         (["add-client", "--client", "C-1"], "already exists"),
+        (["set-ib-payout", "--ib", "IB-1"], "needs --payout, --hold-hours or --partner-code"),
         (["show", "--login", "4040"], "unknown login 4040"),
     ],
 )

@@ -14,7 +14,7 @@ from agents.store import RedisStore
 from engine.fill import decode_fill
 from engine.ledger import Ledger
 from engine.replay import replay_lines
-from engine.seed import load_seed
+from engine.seed import Seed, load_seed, parse_seed
 from tests.factories import fill_line, lots
 
 REAL = sorted(glob.glob("sample/fills/*.fills.jsonl"))
@@ -28,9 +28,9 @@ def _records(lines: list[bytes]) -> list[Record]:
     return [Record(line, "fills.v1", 0, i, 1_700_000_000_000) for i, line in enumerate(lines)]
 
 
-def _offline(lines: list[bytes]) -> list[bytes]:
+def _offline(lines: list[bytes], seed: Seed | None = None) -> list[bytes]:
     out: list[bytes] = []
-    ledger = Ledger.from_seed(load_seed("sample/seed.yaml"))
+    ledger = Ledger.from_seed(seed or load_seed("sample/seed.yaml"))
     replay_lines([("x", i, line) for i, line in enumerate(lines)], ledger, out.append)
     return [o.rstrip(b"\n") for o in out]
 
@@ -103,3 +103,90 @@ async def test_a_redelivery_publishes_the_stored_credits_not_a_recomputation(
     covered = [orjson.loads(c) for c in first if orjson.loads(c)["kind"] == "jm_coverage"]
     assert [c["amount"] for c in covered] == ["3.00", "2.00"]
     assert again == [c for c in first if orjson.loads(c)["fill"]["deal"] == 1]
+
+
+async def test_why_a_fill_earned_less_than_its_plan_is_counted_by_reason(redis: Redis) -> None:
+    # sample/seed.yaml: 900001 is C-1 under IB-1 (plan std: min hold 180 s, min 10 points).
+    # Deal 1 is held 120 s (min_hold), deal 2 moves 5 points (min_points), deal 3 earns in
+    # full (deal 3 delivered again is a duplicate). Login 777 is no account (unattributed).
+    store = RedisStore(redis)
+    await store.load_seed(load_seed("sample/seed.yaml"))
+    metrics = Metrics()
+    earning = fill_line(deal=3, login=900001, commission="-6.00")
+    lines = [
+        fill_line(deal=1, login=900001, close_time="2024-03-01T10:02:00Z"),
+        fill_line(deal=2, login=900001, close_price="1.08005"),
+        earning,
+        fill_line(deal=4, login=777),
+    ]
+    await _run(FillProcessor(store, metrics), lines, batch=4)
+    await _run(FillProcessor(store, metrics), [earning], batch=1)
+    counted = {
+        reason: metrics.fill_reasons.labels(reason)._value.get()
+        for reason in ("min_hold", "min_points", "duplicate", "unattributed", "demo")
+    }
+    assert counted == {"min_hold": 1, "min_points": 1, "duplicate": 1, "unattributed": 1, "demo": 0}
+
+
+R2_SEED = """
+effective_from: "2024-01-01T00:00:00Z"
+loyalty: {accrual_pct: "10", coverage_pct: "50"}
+account_types: {standard_cent: {lot_scale: "0.01"}}
+symbols: {groups: {metals: [XAUUSD]}}
+plans:
+  - id: p
+    rules:
+      - {id: gold, account_types: ["*"], symbols: [metals], per_lot_usd: "20"}
+      - {id: fx, account_types: ["*"], symbols: ["*"], per_lot_usd: "10",
+         client_rebate_usd_per_lot: "3"}
+  - {id: m, rules: [{account_types: ["*"], symbols: ["*"], per_lot_usd: "1"}],
+     upline_override_pct: ["20"]}
+ibs:
+  - {id: IB-M, plan: m, client: C-M}
+  - {id: IB-1, plan: p, parent: IB-M, rebate_pct: "20"}
+  - {id: IB-2, plan: p, parent: IB-M, rebate_pct: "10"}
+clients:
+  - {id: C-1, ib: IB-1, verified: true, rebate_pct: "50"}
+  - {id: C-M, ib: IB-1, verified: true}
+accounts:
+  - {login: 1, client: C-1, type: standard_cent}
+  - {login: 2, client: C-M, type: standard}
+changes:
+  - {at: "2024-04-01T00:00:00Z", client: C-1, ib: IB-2}
+"""
+
+
+async def test_r2_money_through_redis_matches_the_offline_replay(redis: Redis) -> None:
+    # Cent gold: 1 lot x 0.01 x 20 = 0.20 gross, C-1's 50% = 0.10, IB-M 20% = 0.04.
+    # IB-M's own client C-M under IB-1: 2 lots x 3 USD per-lot rebate = 6.00 of 20.00, no
+    # override for IB-M. A refund (+4.00) is no cost. After the move to IB-2 C-1's 50% is gone:
+    # 100 cent lots = 1 std lot x 10 = 10.00, the plan's 3 USD/std lot = 3.00.
+    gold = {"symbol": "XAUUSD", "open_price": "2000.00", "close_price": "2001.00", "digits": 2}
+    lines = [
+        fill_line(deal=1, login=1, volume=lots(1), currency="USC", **gold),
+        fill_line(deal=2, login=2, volume=lots(2), commission="4.00", spread_points=10,
+                  point_value="1"),
+        fill_line(deal=3, login=1, volume=lots(100), currency="USC",
+                  open_time="2024-05-01T10:00:00Z", close_time="2024-05-01T10:10:00Z"),
+    ]  # fmt: skip
+    seed = parse_seed(R2_SEED, "r2.yaml")
+    store = RedisStore(redis)
+    await store.load_seed(seed)
+    credits = await _run(FillProcessor(store, Metrics()), lines, batch=3)
+    assert credits == _offline(lines, seed)
+    paid = {
+        (c["fill"]["deal"], c["kind"], c["beneficiary"]["id"]): c["amount"]
+        for c in map(orjson.loads, credits)
+    }
+    assert paid == {
+        (1, "ib_commission", "IB-1"): "0.10",
+        (1, "client_rebate", "C-1"): "0.10",
+        (1, "ib_override", "IB-M"): "0.04",
+        (2, "ib_commission", "IB-1"): "14.00",
+        (2, "client_rebate", "C-M"): "6.00",
+        # cost 10 points x 1 USD x 2 lots = 20.00 (the +4.00 refund is no cost): 10% = 2.00
+        (2, "loyalty_accrual", "C-M"): "2.00",
+        (3, "ib_commission", "IB-2"): "7.00",
+        (3, "client_rebate", "C-1"): "3.00",
+        (3, "ib_override", "IB-M"): "2.00",  # 20% x 10.00
+    }

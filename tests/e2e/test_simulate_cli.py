@@ -54,7 +54,7 @@ def test_out_writes_count_valid_fills_that_the_written_seed_attributes(tmp_path:
     # Attributable: most fills earn credits under the written seed; a login unknown to the
     # seed is the simulator's deliberate rare case (an account opened after the seed).
     assert outcomes["credited"] > len(lines) // 2
-    assert reasons["unknown_login"] < len(lines) * 0.02
+    assert reasons["unattributed"] < len(lines) * 0.02
     assert credits > len(lines)
 
 

@@ -83,10 +83,10 @@ def test_demo_and_unknown_logins_earn_nothing_and_are_counted() -> None:
     ledger = make_ledger(seed)
     demo = ledger.process(make_fill(login=2, commission="-5.00"))
     unknown = ledger.process(make_fill(login=777, deal=2, commission="-5.00"))
-    assert (demo.outcome, demo.reason, demo.credits) == ("not_earning", "demo_account", ())
+    assert (demo.outcome, demo.reason, demo.credits) == ("not_earning", "demo", ())
     assert (unknown.outcome, unknown.reason, unknown.credits) == (
         "not_earning",
-        "unknown_login",
+        "unattributed",
         (),
     )
 

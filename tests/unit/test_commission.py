@@ -170,7 +170,7 @@ def test_no_matching_rule_pays_nothing_and_says_why() -> None:
     seed = SPEC_EXAMPLE_RULES.replace("type: pro", "type: islamic")
     result = make_ledger(seed).process(make_fill(login=2, symbol="EURUSD"))
     assert result.credits == ()
-    assert result.reason == "no_plan_rule"
+    assert result.reasons == ("no_rule",)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.commission import split
+from engine.commission import Rebate, split, split_rebate
 from engine.fill import parse_fill
 from engine.ledger import Ledger
 from engine.replay import replay_lines
@@ -23,18 +23,20 @@ SEED = """
 effective_from: "2024-01-01T00:00:00Z"
 loyalty: {accrual_pct: "7.5", coverage_pct: "33"}
 symbols: {groups: {metals: [XAUUSD]}}
+account_types: {raw_spread: {lot_scale: "0.1"}}
 plans:
   - id: up
     rules: [{account_types: ["*"], symbols: ["*"], per_lot_usd: "1"}]
     upline_override_pct: ["12.5", "3"]
   - id: p
     rules:
-      - {account_types: ["*"], symbols: ["*"], per_lot_usd: "7.77"}
-      - {account_types: ["*"], symbols: [metals], spread_pct: "41", max_usd_per_lot: "9"}
+      - {id: any, account_types: ["*"], symbols: ["*"], per_lot_usd: "7.77"}
+      - {account_types: ["*"], symbols: [metals], spread_pct: "41", max_usd_per_lot: "9",
+         client_rebate_usd_per_lot: "4"}
       - {account_types: [raw_spread], symbols: ["*"], commission_pct: "33.3"}
 ibs:
   - {id: IB-TOP, plan: up}
-  - {id: IB-MID, plan: up, parent: IB-TOP}
+  - {id: IB-MID, plan: up, parent: IB-TOP, client: C-2}
   - {id: IB-1, plan: p, parent: IB-MID, rebate_pct: "17.5"}
 clients:
   - {id: C-1, ib: IB-1, verified: true}
@@ -59,13 +61,22 @@ def test_rebate_plus_ib_net_is_the_gross(gross: Decimal, pct: Decimal) -> None:
     assert parts.rebate >= 0 and parts.net >= 0
 
 
+@given(gross=money, per_lot=money, std_lots=money)
+def test_a_per_lot_rebate_plus_ib_net_is_the_gross(
+    gross: Decimal, per_lot: Decimal, std_lots: Decimal
+) -> None:
+    parts = split_rebate(gross, Rebate(per_lot, True, "plan_rule"), std_lots)
+    assert parts.rebate + parts.net == parts.gross
+    assert parts.rebate >= 0 and parts.net >= 0
+
+
 fill_overrides = st.fixed_dictionaries(
     {
         "login": st.sampled_from([1, 2, 3]),
         "platform": st.sampled_from(["mt4", "mt5"]),
         "volume": st.integers(min_value=0, max_value=2_000_000),
         "symbol": st.sampled_from(["EURUSD", "XAUUSD"]),
-        "commission": st.decimals(min_value=-500, max_value=0, places=2).map(str),
+        "commission": st.decimals(min_value=-500, max_value=500, places=2).map(str),
         "spread_points": st.one_of(st.none(), st.integers(min_value=0, max_value=500)),
         "point_value": st.one_of(
             st.none(), st.decimals(min_value=0, max_value=10, places=5).map(str)

@@ -56,7 +56,7 @@ def test_delete_reverses_everything_and_returns_the_coverage() -> None:
     assert ledger.rewards.get("C-1", 0) == 0
     # A second delete of the same deal has nothing left to reverse.
     again = ledger.process(make_fill(event="delete", volume=lots(1), commission="-6.00"))
-    assert (again.outcome, again.reason) == ("not_earning", "nothing_to_reverse")
+    assert (again.outcome, again.reasons, again.credits) == ("not_earning", (), ())
 
 
 def test_redelivered_revision_returns_the_same_credits_and_changes_nothing() -> None:
