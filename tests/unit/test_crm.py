@@ -323,6 +323,43 @@ def test_a_cancelled_rebate_cannot_be_revived_under_the_same_ib() -> None:
     )
 
 
+def test_a_move_ends_the_pair_override_so_the_new_ib_default_applies() -> None:
+    ledger = base_ledger()
+    apply(
+        ledger,
+        crm_line("rebate_set", "2024-03-03T00:00:00Z", client="C-1", pct="50"),
+        crm_line("rebate_set", "2024-03-04T00:00:00Z", client="C-1", status="cancelled"),
+        crm_line("client_moved", "2024-03-05T00:00:00Z", client="C-1", ib="IB-2"),
+    )
+    # Under IB-2 (gold, 20 USD/lot, default rebate 0%): 2 lots = 40.00, all to IB-2; the 50%
+    # override and its cancellation belonged to (C-1, IB-1).
+    assert amounts(trade(ledger, 900001, 2, "2024-03-05T12:00:00Z")) == {
+        ("ib_commission", "IB-2"): "40.00"
+    }
+    # So a rebate set under IB-2 is no revival: 25% of 40.00 = 10.00 to C-1, IB-2 30.00.
+    apply(ledger, crm_line("rebate_set", "2024-03-06T00:00:00Z", client="C-1", pct="25",
+                           status="active"))  # fmt: skip
+    assert amounts(trade(ledger, 900001, 2, "2024-03-06T12:00:00Z")) == {
+        ("ib_commission", "IB-2"): "30.00",
+        ("client_rebate", "C-1"): "10.00",
+    }
+
+
+def test_a_partner_code_names_one_ib_whichever_change_sets_it() -> None:
+    book = base_ledger().book
+    with pytest.raises(changes.ChangeRefused) as refused:  # what `admin set-ib-payout` calls
+        changes.change_ib(book, T, "IB-2", {"partner_code": "32071"})
+    assert refused.value.reason == "already_exists"
+    assert changes.change_ib(book, T, "IB-1", {"partner_code": "32071"}).fields == {
+        "partner_code": "32071"
+    }  # its own code again is no conflict
+
+
+def test_unknown_properties_of_an_event_are_ignored() -> None:
+    line = crm_line("client_verified", client="C-1", source="salesforce", batch=7)
+    assert checked(line).change == Change(T, "client", "C-1", {"verified": True})
+
+
 def test_an_event_that_a_later_seed_change_contradicts_is_refused_and_changes_nothing() -> None:
     # The seed resumes C-1's rebate on 2024-04-01; a cancellation effective before it would
     # make that resume a revival: refused when folded, and the book stays as it was.
