@@ -206,3 +206,9 @@ def test_crm_events_file_must_exist(tmp_path: Path) -> None:
     result = _replay_cli(tmp_path, "x", BASE_SEED, "--crm-events", str(tmp_path / "none.jsonl"))
     assert result.returncode == 2
     assert "no such file" in result.stderr
+
+
+def test_crm_events_through_kafka_are_refused_for_now(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["replay", "--seed", "s.yaml", "--fills", "f.jsonl", "--out", "o.jsonl"]
+    assert main([*argv, "--via-kafka", "--crm-events", "e.jsonl"]) == 2
+    assert "--crm-events is offline only" in capsys.readouterr().err
