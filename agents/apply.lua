@@ -6,12 +6,17 @@
 --   a  account key        av expected account version (compare-and-set)   as new state JSON
 --   d  deal key           r  revision    sr expected standing revision ("" = none)
 --   ns new standing JSON ("" = nothing stands)   nsr its revision
+--   q  the fill's seq as a decimal string ("" = none; a string, so a seq in milliseconds never
+--      passes through Lua's number formatting); not above the deal's stored seq: "stale"
 --   o  output JSON (credits + events) stored under rev:<r>, returned again on re-delivery
 --   w  [[reward key, cents], ...]
 --   s  [[settle key, ib, cents, count delta, hour, hour epoch], ...] (IB commission credits)
+-- Every revision the worker settles comes here, earning or not (SPEC 7 [r2]): a redelivery
+-- must find itself under rev:<r>, never be settled again against a later revision's standing.
 -- Returns {rules_version, status_1, payload_1, status_2, payload_2, ...} with status
---   "ok" (payload: new account version), "dup" (payload: the stored output) or
---   "conflict" (state moved under us: the worker reloads and recomputes that item).
+--   "ok" (payload: new account version), "dup" (payload: the stored output), "stale" (a seq
+--   not above the deal's: nothing applied) or "conflict" (state moved under us: the worker
+--   reloads and recomputes that item).
 --
 -- Keys are computed from ARGV, so this script is for a single Redis (not Redis Cluster).
 local version = redis.call('GET', KEYS[1]) or '0'
@@ -25,11 +30,13 @@ local broken = {}
 for i = 2, #ARGV do
   local it = cjson.decode(ARGV[i])
   local stored = redis.call('HGET', it.d, 'rev:' .. it.r)
-  if stored then
+  local stale = it.q ~= '' and not stored
+    and tonumber(it.q) <= tonumber(redis.call('HGET', it.d, 'seq') or '-1')
+  if stored or stale then
     broken[it.a] = true
     broken[it.d] = true
-    out[#out + 1] = 'dup'
-    out[#out + 1] = stored
+    out[#out + 1] = stored and 'dup' or 'stale'
+    out[#out + 1] = stored or ''
   else
     local av = tonumber(redis.call('HGET', it.a, 'v') or '0')
     local sr = redis.call('HGET', it.d, 'srev') or ''
@@ -41,6 +48,9 @@ for i = 2, #ARGV do
     else
       redis.call('HSET', it.a, 'v', av + 1, 's', it.as)
       redis.call('HSET', it.d, 'rev:' .. it.r, it.o)
+      if it.q ~= '' then
+        redis.call('HSET', it.d, 'seq', it.q)
+      end
       if it.ns == '' then
         redis.call('HDEL', it.d, 'srev', 'standing')
       else
