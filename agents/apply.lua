@@ -6,8 +6,9 @@
 --   a  account key        av expected account version (compare-and-set)   as new state JSON
 --   d  deal key           r  revision    sr expected standing revision ("" = none)
 --   ns new standing JSON ("" = nothing stands)   nsr its revision
---   q  the fill's seq as a decimal string ("" = none; a string, so a seq in milliseconds never
---      passes through Lua's number formatting); not above the deal's stored seq: "stale"
+--   q  the fill's seq as a decimal string without leading zeros ("" = none); not above the
+--      deal's stored seq: "stale". Compared as digit strings (longer is larger), so a seq
+--      beyond 2^53 stays exact, where Lua's numbers (doubles) would round it.
 --   o  output JSON (credits + events) stored under rev:<r>, returned again on re-delivery
 --   w  [[reward key, cents], ...]
 --   s  [[settle key, ib, cents, count delta, hour, hour epoch], ...] (IB commission credits)
@@ -23,6 +24,9 @@ local version = redis.call('GET', KEYS[1]) or '0'
 if version ~= ARGV[1] then
   return {'stale_rules', version}
 end
+local function above(a, b)
+  return #a > #b or (#a == #b and a > b)
+end
 local out = {version}
 -- Once an account or deal was not applied as the worker assumed, its later items in this
 -- batch were computed on a false premise: they must not apply even if a version matches.
@@ -30,8 +34,8 @@ local broken = {}
 for i = 2, #ARGV do
   local it = cjson.decode(ARGV[i])
   local stored = redis.call('HGET', it.d, 'rev:' .. it.r)
-  local stale = it.q ~= '' and not stored
-    and tonumber(it.q) <= tonumber(redis.call('HGET', it.d, 'seq') or '-1')
+  local current = it.q ~= '' and redis.call('HGET', it.d, 'seq')
+  local stale = current and not stored and not above(it.q, current)
   if stored or stale then
     broken[it.a] = true
     broken[it.d] = true

@@ -193,3 +193,20 @@ async def test_a_dealer_undoing_a_correction_with_seq_leaves_the_first_content(
     assert set(again) <= set(credits)
     assert metrics.fills.labels("stale")._value.get() == 1
     assert metrics.fills.labels("duplicate")._value.get() == 1
+
+
+async def test_seq_beyond_double_precision_still_orders_revisions(redis: Redis) -> None:
+    # 2^60 and 2^60 + 1 are one double apart from nothing: as Lua numbers they compare equal.
+    big = 2**60
+    lines = [
+        fill_line(deal=89, login=900001, volume=lots(1), seq=big),
+        fill_line(deal=89, login=900001, volume=lots(2), seq=big + 1, event="update"),
+        fill_line(deal=89, login=900001, volume=lots(3), seq=big, event="update"),
+    ]
+    store = RedisStore(redis)
+    await store.load_seed(load_seed("sample/seed.yaml"))
+    metrics = Metrics()
+    credits = await _run(FillProcessor(store, metrics), lines, batch=1)
+    assert credits == _offline(lines)
+    assert metrics.fills.labels("credited")._value.get() == 2
+    assert metrics.fills.labels("stale")._value.get() == 1
