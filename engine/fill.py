@@ -1,8 +1,10 @@
 """fill.v1: the closed-order record a MT4/MT5 bridge publishes (SPEC 2), parsed and validated.
 
 `parse_fill` is the hot-path validator: hand-written because a JSON Schema validator costs ~50x
-more per fill. tests/unit/test_fill.py checks that it accepts exactly what schemas/fill.v1.json
-accepts on generated input.
+more per fill. It accepts exactly what schemas/fill.v1.json accepts (SPEC 2 r2: decimals only
+as -?digits[.digits], times only as YYYY-MM-DDTHH:MM:SS[.f]Z, no negative point_value,
+spread_points, contract_size or usd_rate); tests/unit/test_fill.py holds the two together on
+generated valid fills and mutations of them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[
 _CURRENCY = re.compile(r"[A-Z][A-Z0-9]{2,7}")
 # Optional fields: absent is fine, null is not (the schema types them string/integer).
 _OPTIONAL = ("spread_points", "point_value", "usd_rate", "seq")
+_ABSENT: Any = object()
 # The fields that make a revision: anything else in the message is ignored (SPEC 2), so it
 # must not change the revision id either.
 _REVISION_FIELDS = (
@@ -219,9 +222,6 @@ def _parse_fast(obj: Mapping[str, Any]) -> Fill:
         _fast_decimal(obj["commission"]), _fast_decimal(obj["swap"]),
         _fast_decimal(obj["profit"]), currency, usd_rate, reason, seq, _revision(obj), closed,
     )  # fmt: skip
-
-
-_ABSENT: Any = object()
 
 
 def _fast_decimal(value: Any) -> Decimal:
