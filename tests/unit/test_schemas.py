@@ -229,6 +229,11 @@ def test_generated_fills_are_valid(fill: dict[str, Any]) -> None:
         pytest.param(
             {"currency": "EUR", "usd_rate": "0"}, "$.usd_rate", "pattern", id="zero-usd-rate"
         ),
+        pytest.param({"point_value": "-1.00"}, "$.point_value", "pattern", id="negative-pv"),
+        pytest.param({"commission": "+7.00"}, "$.commission", "pattern", id="plus-sign"),
+        pytest.param({"commission": "-7_000"}, "$.commission", "pattern", id="underscore"),
+        pytest.param({"seq": -1}, "$.seq", "minimum", id="negative-seq"),
+        pytest.param({"seq": "3"}, "$.seq", "type", id="string-seq"),
         pytest.param({"server": ""}, "$.server", "minLength", id="empty-server"),
         pytest.param({"reason": ""}, "$.reason", "minLength", id="empty-reason"),
     ],
