@@ -25,8 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 # SPEC section 2: the real fills live next to the repository, in ../shared/data/real/.
 REAL_FILLS = sorted((REPO.parent / "shared" / "data" / "real").glob("*.fills.jsonl"))
 SPEC_SEED = REPO / "sample" / "spec-example-seed.yaml"
-# Some converted MT4 statements write profits with a digit-group space: "1 434.86".
-
 
 def rejection(name: str, instance: object) -> SchemaError:
     with pytest.raises(SchemaError) as info:
