@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 REAL_FILLS = sorted((REPO.parent / "shared" / "data" / "real").glob("*.fills.jsonl"))
 SPEC_SEED = REPO / "sample" / "spec-example-seed.yaml"
 
+
 def rejection(name: str, instance: object) -> SchemaError:
     with pytest.raises(SchemaError) as info:
         validate(name, instance)
