@@ -26,7 +26,7 @@ from agents.metrics import Metrics
 from agents.store import ApplyItem, RedisStore, StaleRules, cents
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
-from engine.settle import UNCHANGED_OUTCOMES, Settlement, settle
+from engine.settle import Settlement, settle
 from engine.state import AccountState, DealJournal, Output
 
 __all__ = ["FillProcessor", "Outgoing", "Record", "Topics"]
@@ -236,8 +236,6 @@ class FillProcessor:
                 continue
             p.settlement, p.output = s, s.output
             p.encoded = {c.credit_id: credit_json(c) for c in s.credits}
-            if s.outcome in UNCHANGED_OUTCOMES:
-                continue  # found in this batch's own view: nothing to write
             item = ApplyItem(
                 login=fill.login,
                 expected_version=version,
@@ -255,10 +253,11 @@ class FillProcessor:
             )
             items.append((item, p))
             accounts[fill.login] = (version + 1, s.account)
-            # No seq in the local view: a seq not above the deal's may still be a redelivery of
-            # a revision applied in an earlier batch (which must publish its stored output),
-            # and only the script holds every processed revision. It decides stale (apply.lua).
-            deals[deal_key] = journal.record(fill.revision, s.output, s.standing, None)
+            # The local view keeps only what stands: neither processed revisions nor seq. Only
+            # the script holds every processed revision, so it alone tells a duplicate (which
+            # publishes its stored output) from a stale seq, also for a revision repeated in
+            # this batch: its first copy may turn out a duplicate or stale itself.
+            deals[deal_key] = DealJournal({}, s.standing)
         return items
 
     def _dead_letter(self, record: Record, reason: str, message: str) -> Outgoing:
