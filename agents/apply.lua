@@ -6,17 +6,26 @@
 --   a  account key        av expected account version (compare-and-set)   as new state JSON
 --   d  deal key           r  revision    sr expected standing revision ("" = none)
 --   ns new standing JSON ("" = nothing stands)   nsr its revision
+--   q  the fill's seq as a decimal string without leading zeros ("" = none); not above the
+--      deal's stored seq: "stale". Compared as digit strings (longer is larger), so a seq
+--      beyond 2^53 stays exact, where Lua's numbers (doubles) would round it.
 --   o  output JSON (credits + events) stored under rev:<r>, returned again on re-delivery
 --   w  [[reward key, cents], ...]
 --   s  [[settle key, ib, cents, count delta, hour, hour epoch], ...] (IB commission credits)
+-- Every revision the worker settles comes here, earning or not (SPEC 7 [r2]): a redelivery
+-- must find itself under rev:<r>, never be settled again against a later revision's standing.
 -- Returns {rules_version, status_1, payload_1, status_2, payload_2, ...} with status
---   "ok" (payload: new account version), "dup" (payload: the stored output) or
---   "conflict" (state moved under us: the worker reloads and recomputes that item).
+--   "ok" (payload: new account version), "dup" (payload: the stored output), "stale" (a seq
+--   not above the deal's: nothing applied) or "conflict" (state moved under us: the worker
+--   reloads and recomputes that item).
 --
 -- Keys are computed from ARGV, so this script is for a single Redis (not Redis Cluster).
 local version = redis.call('GET', KEYS[1]) or '0'
 if version ~= ARGV[1] then
   return {'stale_rules', version}
+end
+local function above(a, b)
+  return #a > #b or (#a == #b and a > b)
 end
 local out = {version}
 -- Once an account or deal was not applied as the worker assumed, its later items in this
@@ -25,11 +34,13 @@ local broken = {}
 for i = 2, #ARGV do
   local it = cjson.decode(ARGV[i])
   local stored = redis.call('HGET', it.d, 'rev:' .. it.r)
-  if stored then
+  local current = it.q ~= '' and redis.call('HGET', it.d, 'seq')
+  local stale = current and not stored and not above(it.q, current)
+  if stored or stale then
     broken[it.a] = true
     broken[it.d] = true
-    out[#out + 1] = 'dup'
-    out[#out + 1] = stored
+    out[#out + 1] = stored and 'dup' or 'stale'
+    out[#out + 1] = stored or ''
   else
     local av = tonumber(redis.call('HGET', it.a, 'v') or '0')
     local sr = redis.call('HGET', it.d, 'srev') or ''
@@ -41,6 +52,9 @@ for i = 2, #ARGV do
     else
       redis.call('HSET', it.a, 'v', av + 1, 's', it.as)
       redis.call('HSET', it.d, 'rev:' .. it.r, it.o)
+      if it.q ~= '' then
+        redis.call('HSET', it.d, 'seq', it.q)
+      end
       if it.ns == '' then
         redis.call('HDEL', it.d, 'srev', 'standing')
       else

@@ -408,9 +408,7 @@ def _demo(args: argparse.Namespace) -> int:
     seed = load_seed(args.seed)
     lines = _read_all(args.fills)
     console.rule("rebate-engine demo")
-    console.print(
-        f"{len(lines)} recorded MT4 fills from {len(args.fills)} real histories, seed {args.seed}"
-    )
+    console.print(f"{len(lines)} recorded fills from {len(args.fills)} files, seed {args.seed}")
     settings = Settings()
     with services_for(settings) as resolved:
         console.print(f"broker {resolved.kafka_bootstrap_servers}, redis {resolved.redis_url}")

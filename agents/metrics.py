@@ -31,7 +31,8 @@ class Metrics:
         self.info = Info("rebate_engine", "Engine build information", registry=r)
         self.fills = Counter(
             "rebate_fills",
-            "Fills consumed, by outcome (credited, not_earning, ignored, duplicate, dead_lettered)",
+            "Fills consumed, by outcome (credited, not_earning, ignored, duplicate, stale,"
+            " dead_lettered)",
             ["outcome"],
             registry=r,
         )

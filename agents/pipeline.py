@@ -26,8 +26,8 @@ from agents.metrics import Metrics
 from agents.store import ApplyItem, RedisStore, StaleRules, cents
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
-from engine.settle import Settlement, settle
-from engine.state import AccountState, DealJournal, Output, Standing
+from engine.settle import Reason, Settlement, settle
+from engine.state import AccountState, DealJournal, Output
 
 __all__ = ["FillProcessor", "Outgoing", "Record", "Topics"]
 
@@ -171,15 +171,15 @@ class FillProcessor:
         need_deals = sorted(
             {(p.fill.server, p.fill.deal) for p in todo if p.fill.event != "add" or p.conflicted}
         )
-        standings: dict[tuple[str, int], Standing | None] = {}
+        journals: dict[tuple[str, int], DealJournal] = {}
         if need_logins or need_deals:
-            loaded, standings = await self._timed(
+            loaded, journals = await self._timed(
                 "load", self.store.load_state(need_logins, need_deals)
             )
             self._accounts.update(loaded)
         dead: list[Outgoing] = []
         try:
-            items = self._settle_all(todo, standings, dead)
+            items = self._settle_all(todo, journals, dead)
             if not items:
                 # Nothing for the script to check the rules version against: ask directly,
                 # so a fill for an account added a moment ago is not settled on old rules.
@@ -197,10 +197,13 @@ class FillProcessor:
         for (item, p), (status, payload) in zip(items, replies, strict=True):
             if status == "ok" and item.login not in broken:
                 self._accounts[item.login] = (int(payload), item.account)
-            elif status == "dup":
-                p.output = decode_output(payload)  # publish exactly what was emitted then
-                p.encoded = {}  # same ids as our recomputation, not necessarily same amounts
-                p.settlement = _duplicate(p.settlement)
+            elif status in ("dup", "stale"):
+                # dup: publish exactly what was emitted then (same ids as our recomputation,
+                # not necessarily the same amounts); stale: nothing.
+                p.output = decode_output(payload) if status == "dup" else Output()
+                p.encoded = {}
+                outcome = "duplicate" if status == "dup" else "stale"
+                p.settlement = _unchanged(p.settlement, outcome, p.output)
                 broken.add(item.login)
             else:
                 p.conflicted = True
@@ -213,29 +216,28 @@ class FillProcessor:
     def _settle_all(
         self,
         todo: list[_Pending],
-        standings: dict[tuple[str, int], Standing | None],
+        loaded: dict[tuple[str, int], DealJournal],
         dead: list[Outgoing],
     ) -> list[tuple[ApplyItem, _Pending]]:
         items: list[tuple[ApplyItem, _Pending]] = []
         # Local view for this round: fills of one account / deal in one batch chain on
         # each other's results, exactly as they will be applied in order by the script.
         accounts = dict(self._accounts)
-        deals: dict[tuple[str, int], tuple[dict[str, Output], Standing | None]] = {}
+        deals = dict(loaded)
         for p in todo:
             fill = p.fill
             deal_key = (fill.server, fill.deal)
-            processed, standing = deals.get(deal_key, ({}, standings.get(deal_key)))
+            journal = deals.get(deal_key) or DealJournal()
+            standing = journal.standing
             version, account = accounts.get(fill.login, (0, AccountState(fill.login)))
             try:
-                s = settle(fill, self.store.book, account, DealJournal(processed, standing))
+                s = settle(fill, self.store.book, account, journal)
             except ConfigError as exc:
                 dead.append(self._dead_letter(p.record, exc.reason, str(exc)))
                 p.settlement = None
                 continue
             p.settlement, p.output = s, s.output
             p.encoded = {c.credit_id: credit_json(c) for c in s.credits}
-            if s.outcome in ("ignored", "duplicate") or not _changes_state(s, standing):
-                continue
             item = ApplyItem(
                 login=fill.login,
                 expected_version=version,
@@ -245,6 +247,7 @@ class FillProcessor:
                 revision=fill.revision,
                 expected_standing=standing.revision if standing else "",
                 standing=s.standing,
+                seq=fill.seq,
                 standing_json=encode_standing(s.standing, p.encoded) if s.standing else "",
                 output_json=encode_output(s.output, p.encoded),
                 rewards=tuple((c, cents(d)) for c, d in s.reward_deltas),
@@ -252,7 +255,11 @@ class FillProcessor:
             )
             items.append((item, p))
             accounts[fill.login] = (version + 1, s.account)
-            deals[deal_key] = ({**processed, fill.revision: s.output}, s.standing)
+            # The local view keeps only what stands: neither processed revisions nor seq. Only
+            # the script holds every processed revision, so it alone tells a duplicate (which
+            # publishes its stored output) from a stale seq, also for a revision repeated in
+            # this batch: its first copy may turn out a duplicate or stale itself.
+            deals[deal_key] = DealJournal({}, s.standing)
         return items
 
     def _dead_letter(self, record: Record, reason: str, message: str) -> Outgoing:
@@ -283,22 +290,12 @@ class FillProcessor:
         return value
 
 
-def _changes_state(s: Settlement, prior: Standing | None) -> bool:
-    """Whether the script must see this revision.
-
-    Updates and deletes always go through it, even when they change nothing here: only the
-    script's journal knows whether this revision was processed before (and what it emitted,
-    to publish again after a crash).
-    """
-    if s.fill.event != "add":
-        return True
-    return bool(s.credits or s.output.events or s.standing or prior or s.reward_deltas)
-
-
-def _duplicate(s: Settlement | None) -> Settlement | None:
+def _unchanged(s: Settlement | None, outcome: str, output: Output) -> Settlement | None:
+    """What the script found: a duplicate (output: what it emitted then) or a stale seq."""
     if s is None:
         return None
-    return Settlement(s.fill, "duplicate", ("duplicate",), s.output, s.account, s.standing)
+    reasons: tuple[Reason, ...] = ("stale",) if outcome == "stale" else ("duplicate",)
+    return Settlement(s.fill, outcome, reasons, output, s.account, s.standing)
 
 
 @lru_cache(maxsize=4096)

@@ -28,7 +28,7 @@ from agents.codec import (
 )
 from engine.rules import Change, RuleBook
 from engine.seed import Seed
-from engine.state import AccountState, Standing
+from engine.state import AccountState, DealJournal, Standing
 
 __all__ = ["ApplyItem", "RedisStore", "StaleRules", "cents"]
 
@@ -51,6 +51,7 @@ class ApplyItem:
     revision: str
     expected_standing: str
     standing: Standing | None
+    seq: int | None
     standing_json: str
     output_json: str
     rewards: tuple[tuple[str, int], ...]  # (client, cents)
@@ -68,6 +69,7 @@ class ApplyItem:
                 "sr": self.expected_standing,
                 "ns": self.standing_json,
                 "nsr": self.standing.revision if self.standing else "",
+                "q": "" if self.seq is None else str(self.seq),
                 "o": self.output_json,
                 "w": [[keys.REWARD.format(client=c), cents] for c, cents in self.rewards],
                 "s": [list(s) for s in self.settlements],
@@ -163,8 +165,12 @@ class RedisStore:
 
     async def load_state(
         self, logins: Sequence[int], deals: Sequence[tuple[str, int]]
-    ) -> tuple[dict[int, tuple[int, AccountState]], dict[tuple[str, int], Standing | None]]:
-        """Accounts (with their versions) and the standing credits of deals: one round trip."""
+    ) -> tuple[dict[int, tuple[int, AccountState]], dict[tuple[str, int], DealJournal]]:
+        """Accounts (with their versions) and what stands for deals: one round trip.
+
+        The journals carry neither processed revisions nor seq: the apply script alone holds
+        every revision, so it alone tells a duplicate from a stale seq.
+        """
         async with self.redis.pipeline(transaction=False) as pipe:
             for login in logins:
                 pipe.hmget(keys.ACCOUNT.format(login=login), "v", "s")
@@ -175,14 +181,15 @@ class RedisStore:
             login: (int(v or 0), decode_account(login, s))
             for login, (v, s) in zip(logins, results[: len(logins)], strict=True)
         }
-        standings = {
-            deal: decode_standing(raw)
+        journals = {
+            deal: DealJournal({}, decode_standing(raw))
             for deal, raw in zip(deals, results[len(logins) :], strict=True)
         }
-        return accounts, standings
+        return accounts, journals
 
     async def apply(self, items: Sequence[ApplyItem]) -> list[tuple[str, str]]:
-        """Apply settled revisions; per item ("ok", version) | ("dup", output) | ("conflict", "").
+        """Apply settled revisions; per item ("ok", version) | ("dup", output) | ("stale", "")
+        | ("conflict", "").
 
         Raises:
             StaleRules: the rules changed since they were folded; nothing was applied.

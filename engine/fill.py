@@ -1,14 +1,17 @@
 """fill.v1: the closed-order record a MT4/MT5 bridge publishes (SPEC 2), parsed and validated.
 
 `parse_fill` is the hot-path validator: hand-written because a JSON Schema validator costs ~50x
-more per fill. tests/unit/test_fill.py checks that it accepts exactly what schemas/fill.v1.json
-accepts on generated input.
+more per fill. It accepts exactly what schemas/fill.v1.json accepts (SPEC 2 r2: decimals only
+as -?digits[.digits], times only as YYYY-MM-DDTHH:MM:SS[.f]Z, no negative point_value,
+spread_points, contract_size or usd_rate); tests/unit/test_fill.py holds the two together on
+generated valid fills and mutations of them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +30,15 @@ _EVENTS = frozenset({"add", "update", "delete"})
 _SIDES = frozenset({"buy", "sell"})
 _ENTRIES = frozenset({"in", "out", "inout", "out_by"})
 _FIXED_RATES = {"USD": Decimal(1), "USC": Decimal("0.01")}
+# SPEC 2 [r2]: the only decimal form (no exponent, "_", "+", blanks, grouping, ".5", "12.") and
+# the only time form (UTC, "T", "Z"); the same patterns as schemas/fill.v1.json. `[0-9]` is
+# ASCII only in Python's re, so other scripts' digits are refused too.
+_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z")
+_CURRENCY = re.compile(r"[A-Z][A-Z0-9]{2,7}")
+# Optional fields: absent is fine, null is not (the schema types them string/integer).
+_OPTIONAL = ("spread_points", "point_value", "usd_rate", "seq")
+_ABSENT: Any = object()
 # The fields that make a revision: anything else in the message is ignored (SPEC 2), so it
 # must not change the revision id either.
 _REVISION_FIELDS = (
@@ -35,6 +47,8 @@ _REVISION_FIELDS = (
     "spread_points", "point_value", "commission", "swap", "profit", "currency", "usd_rate",
     "reason",
 )  # fmt: skip
+# `seq` [r2] joins the revision only when present, so fills without it keep their revision
+# (and their credit ids) byte for byte.
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +79,8 @@ class Fill:
     currency: str
     usd_rate: Decimal
     reason: str
+    seq: int | None
+    """The bridge's per-deal revision counter [r2] (None: revisions are told apart by content)."""
     revision: str
     """16 hex chars identifying this exact revision (hash of the fill.v1 fields)."""
     close_time_text: str
@@ -157,6 +173,9 @@ def _parse_fast(obj: Mapping[str, Any]) -> Fill:
         or type(login) is not int
         or type(digits) is not int
         or volume < 0
+        or deal < 0
+        or position < 0
+        or login < 0
         or not 0 <= digits <= 10
     ):
         raise ValueError
@@ -164,46 +183,65 @@ def _parse_fast(obj: Mapping[str, Any]) -> Fill:
     opened, closed = obj["open_time"], obj["close_time"]
     if not (
         type(server) is str and server and type(symbol) is str and symbol
-        and type(reason) is str and reason and type(currency) is str and currency
-        and type(opened) is str and opened[-1:] == "Z"
-        and type(closed) is str and closed[-1:] == "Z"
+        and type(reason) is str and reason
+        and type(currency) is str and _CURRENCY.fullmatch(currency)
+        and type(opened) is str and _TIME.fullmatch(opened)
+        and type(closed) is str and _TIME.fullmatch(closed)
     ):  # fmt: skip
         raise ValueError
     open_time = datetime.fromisoformat(opened)
     close_time = datetime.fromisoformat(closed)
     if close_time < open_time:
         raise ValueError
-    usd_rate = _FIXED_RATES.get(currency) or _strict_decimal(obj["usd_rate"])
-    open_price = _strict_decimal(obj["open_price"])
-    close_price = _strict_decimal(obj["close_price"])
-    contract_size = _strict_decimal(obj["contract_size"])
-    if usd_rate <= 0 or open_price < 0 or close_price < 0 or contract_size <= 0:
+    spread_points, point_value, rate, seq = (obj.get(f, _ABSENT) for f in _OPTIONAL)
+    if rate is _ABSENT:
+        rate = None
+        if currency not in _FIXED_RATES:
+            raise ValueError
+    else:
+        rate = _fast_unsigned(rate)
+        if rate <= 0:
+            raise ValueError
+    usd_rate = _FIXED_RATES.get(currency) or rate
+    contract_size = _fast_unsigned(obj["contract_size"])
+    if contract_size <= 0:
         raise ValueError
-    spread_points = obj.get("spread_points")
-    if spread_points is not None and (type(spread_points) is not int or spread_points < 0):
+    if spread_points is _ABSENT:
+        spread_points = None
+    elif type(spread_points) is not int or spread_points < 0:
         raise ValueError
-    point_value = obj.get("point_value")
+    if seq is _ABSENT:
+        seq = None
+    elif type(seq) is not int or seq < 0:
+        raise ValueError
     return Fill(
         server, platform, event, deal, position, login, side, entry, symbol, volume,
-        open_time, close_time, open_price, close_price, digits, contract_size, spread_points,
-        None if point_value is None else _strict_decimal(point_value),
-        _strict_decimal(obj["commission"]), _strict_decimal(obj["swap"]),
-        _strict_decimal(obj["profit"]), currency, usd_rate, reason, _revision(obj), closed,
+        open_time, close_time, _fast_unsigned(obj["open_price"]),
+        _fast_unsigned(obj["close_price"]), digits, contract_size, spread_points,
+        None if point_value is _ABSENT else _fast_unsigned(point_value),
+        _fast_decimal(obj["commission"]), _fast_decimal(obj["swap"]),
+        _fast_decimal(obj["profit"]), currency, usd_rate, reason, seq, _revision(obj), closed,
     )  # fmt: skip
 
 
-def _strict_decimal(value: Any) -> Decimal:
-    if type(value) is not str:
-        raise TypeError
-    number = Decimal(value)
-    if not number.is_finite():
+def _fast_decimal(value: Any) -> Decimal:
+    if type(value) is not str or _DECIMAL.fullmatch(value) is None:
         raise ValueError
-    return number
+    return Decimal(value)
+
+
+def _fast_unsigned(value: Any) -> Decimal:
+    if type(value) is not str or _DECIMAL.fullmatch(value) is None or value[0] == "-":
+        raise ValueError
+    return Decimal(value)
 
 
 def _parse_checked(obj: Mapping[str, Any]) -> Fill:
     if obj.get("schema") != "fill.v1":
         raise BadFill("schema", "must be 'fill.v1'", "schema")
+    for name in _OPTIONAL:
+        if name in obj and obj[name] is None:
+            raise BadFill("schema", "must not be null (leave an optional field out)", name)
     platform = _str(obj, "platform")
     if platform not in PLATFORM_LOT_EXPONENT:
         raise BadFill("unknown_platform", f"unknown platform {platform!r}", "platform")
@@ -221,34 +259,33 @@ def _parse_checked(obj: Mapping[str, Any]) -> Fill:
     if not 0 <= digits <= 10:
         raise BadFill("impossible_value", f"digits {digits} outside 0..10", "digits")
     currency = _str(obj, "currency")
+    if _CURRENCY.fullmatch(currency) is None:
+        raise BadFill("schema", f"{currency!r} is not a currency code", "currency")
     usd_rate = _FIXED_RATES.get(currency)
-    if usd_rate is None:
-        if obj.get("usd_rate") is None:
-            raise BadFill("missing_usd_rate", f"usd_rate required for {currency}", "usd_rate")
-        usd_rate = _positive(obj, "usd_rate")
-    spread_points = obj.get("spread_points")
-    if spread_points is not None:
-        spread_points = _int(obj, "spread_points")
-        if spread_points < 0:
-            raise BadFill("impossible_value", "negative spread", "spread_points")
-    point_value = None if obj.get("point_value") is None else _decimal(obj, "point_value")
+    if "usd_rate" in obj:  # checked on USD/USC accounts too, although their rate is fixed
+        rate = _unsigned(obj, "usd_rate", allow_zero=False)
+        usd_rate = usd_rate or rate
+    elif usd_rate is None:
+        raise BadFill("missing_usd_rate", f"usd_rate required for {currency}", "usd_rate")
+    spread_points = None if "spread_points" not in obj else _natural(obj, "spread_points")
+    point_value = None if "point_value" not in obj else _unsigned(obj, "point_value")
     return Fill(
         server=_str(obj, "server"),
         platform=platform,
         event=event,
-        deal=_int(obj, "deal"),
-        position=_int(obj, "position"),
-        login=_int(obj, "login"),
+        deal=_natural(obj, "deal"),
+        position=_natural(obj, "position"),
+        login=_natural(obj, "login"),
         side=side,
         entry=entry,
         symbol=_str(obj, "symbol"),
         volume=volume,
         open_time=open_time,
         close_time=close_time,
-        open_price=_positive(obj, "open_price", allow_zero=True),
-        close_price=_positive(obj, "close_price", allow_zero=True),
+        open_price=_unsigned(obj, "open_price"),
+        close_price=_unsigned(obj, "close_price"),
         digits=digits,
-        contract_size=_positive(obj, "contract_size"),
+        contract_size=_unsigned(obj, "contract_size", allow_zero=False),
         spread_points=spread_points,
         point_value=point_value,
         commission=_decimal(obj, "commission"),
@@ -257,13 +294,17 @@ def _parse_checked(obj: Mapping[str, Any]) -> Fill:
         currency=currency,
         usd_rate=usd_rate,
         reason=_str(obj, "reason"),
+        seq=None if "seq" not in obj else _natural(obj, "seq"),
         revision=_revision(obj),
         close_time_text=obj["close_time"],
     )
 
 
 def _revision(obj: Mapping[str, Any]) -> str:
-    canonical = orjson.dumps([obj.get(k) for k in _REVISION_FIELDS])
+    fields = [obj.get(k) for k in _REVISION_FIELDS]
+    if "seq" in obj:
+        fields.append(obj["seq"])
+    canonical = orjson.dumps(fields)
     return hashlib.blake2b(canonical, digest_size=8).hexdigest()
 
 
@@ -296,32 +337,42 @@ def _int(obj: Mapping[str, Any], field: str) -> int:
     return value
 
 
+def _natural(obj: Mapping[str, Any], field: str) -> int:
+    value = _int(obj, field)
+    if value < 0:
+        raise BadFill("impossible_value", f"{value} must not be negative", field)
+    return value
+
+
 def _decimal(obj: Mapping[str, Any], field: str) -> Decimal:
     value = obj.get(field)
     if type(value) is not str:
         if value is None:
             raise _missing(field)
         raise BadFill("schema", "must be a decimal string, never a float", field)
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        raise BadFill("schema", f"{value!r} is not a decimal", field) from None
-    if not number.is_finite():
-        raise BadFill("not_a_number", f"{value!r} is not a number", field)
-    return number
+    if _DECIMAL.fullmatch(value) is None:
+        try:
+            finite = Decimal(value).is_finite()
+        except InvalidOperation:
+            finite = True
+        if not finite:
+            raise BadFill("not_a_number", f"{value!r} is not a number", field)
+        raise BadFill("schema", f"{value!r} is not a plain decimal (-?digits[.digits])", field)
+    return Decimal(value)
 
 
-def _positive(obj: Mapping[str, Any], field: str, *, allow_zero: bool = False) -> Decimal:
+def _unsigned(obj: Mapping[str, Any], field: str, *, allow_zero: bool = True) -> Decimal:
     number = _decimal(obj, field)
-    if number < 0 or (number == 0 and not allow_zero):
-        raise BadFill("impossible_value", f"{number} must be positive", field)
+    if obj[field][0] == "-" or (number == 0 and not allow_zero):
+        what = "non-negative" if allow_zero else "positive"
+        raise BadFill("impossible_value", f"{obj[field]} must be {what}", field)
     return number
 
 
 def _time(obj: Mapping[str, Any], field: str) -> datetime:
     value = _str(obj, field)
-    if not value.endswith("Z"):
-        raise BadFill("schema", f"{value!r} is not ISO-8601 UTC ending in Z", field)
+    if _TIME.fullmatch(value) is None:
+        raise BadFill("schema", f"{value!r} is not ISO-8601 UTC (YYYY-MM-DDTHH:MM:SS[.f]Z)", field)
     try:
         return datetime.fromisoformat(value)
     except ValueError:

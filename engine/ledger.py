@@ -14,7 +14,7 @@ from engine.fill import Fill
 from engine.money import ZERO
 from engine.rules import RuleBook
 from engine.seed import Seed
-from engine.settle import Settlement, settle
+from engine.settle import UNCHANGED_OUTCOMES, Settlement, settle
 from engine.state import AccountState, DealJournal
 from engine.wallet import decide_allocation, decide_bonus_grant
 
@@ -49,13 +49,11 @@ class Ledger:
     def process(self, fill: Fill) -> Settlement:
         """Settle a fill revision and apply it (raises ConfigError for unresolvable rules)."""
         key = (fill.server, fill.deal)
-        journal = self.journals.get(key)
+        journal = self.journals.get(key) or DealJournal()
         result = settle(fill, self.book, self.account(fill.login), journal)
-        if result.outcome in ("duplicate", "ignored"):
+        if result.outcome in UNCHANGED_OUTCOMES:
             return result
-        processed = dict(journal.processed) if journal else {}
-        processed[fill.revision] = result.output
-        self.journals[key] = DealJournal(processed, result.standing)
+        self.journals[key] = journal.record(fill.revision, result.output, result.standing, fill.seq)
         self.accounts[fill.login] = result.account
         for client, delta in result.reward_deltas:
             self.rewards[client] = self.rewards.get(client, ZERO) + delta

@@ -16,6 +16,7 @@ from engine import __version__
 from engine.errors import BadFill, ConfigError
 from engine.fill import decode_fill
 from engine.ledger import Ledger
+from engine.settle import UNCHANGED_OUTCOMES
 from engine.summary import Summary
 
 __all__ = ["Problem", "replay_lines"]
@@ -63,8 +64,8 @@ def replay_lines(
             result.problems.append(Problem(source, number, exc.reason, str(exc)))
             continue
         summary.add_outcome(settlement.outcome, settlement.reasons)
-        if settlement.outcome == "duplicate":
-            continue  # already written when it was first processed
+        if settlement.outcome in UNCHANGED_OUTCOMES:
+            continue  # a duplicate was written when it was first processed; stale emits nothing
         for credit in settlement.credits:
             data = credit.to_dict(engine_version)
             write(orjson.dumps(data) + b"\n")

@@ -38,9 +38,11 @@ from engine.state import (
     Standing,
 )
 
-__all__ = ["OUTCOMES", "REASONS", "Reason", "Settlement", "settle"]
+__all__ = ["OUTCOMES", "REASONS", "UNCHANGED_OUTCOMES", "Reason", "Settlement", "settle"]
 
-OUTCOMES = ("credited", "not_earning", "ignored", "duplicate")
+OUTCOMES = ("credited", "not_earning", "ignored", "duplicate", "stale")
+UNCHANGED_OUTCOMES = frozenset({"duplicate", "stale"})
+"""Outcomes that change nothing: neither state nor journal is written for them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +51,8 @@ class Settlement:
 
     Attributes:
         outcome: credited (at least one credit) | not_earning | ignored ("in" deals) | duplicate
-            (this revision was processed before: `output` is what it emitted then).
+            (this revision was processed before: `output` is what it emitted then) | stale (a
+            `seq` not above the deal's current seq, never seen: changes nothing).
         reasons: why this fill earned less than its plan, in the order found (empty: it
             earned all of it, or it has no plan to earn under: an "in" deal, a delete).
         output: credits and wallet events, in emission order.
@@ -93,8 +96,15 @@ def settle(
             account,
             journal.standing,
         )
-    if not fill.earns:
-        return Settlement(fill, "ignored", (), Output(), account, None)
+    # SPEC 2 [r2]: with `seq` the revision is (server, deal, seq), and the revision hash covers
+    # seq, so a redelivery of any earlier (seq, content) was caught just above as a duplicate
+    # and publishes again what it emitted then. What is left with a seq not above the deal's is
+    # a message never seen: an out-of-order older revision, or the same seq with other content
+    # (a bridge fault; the first content processed for a seq keeps it). Both are `stale`:
+    # applying them would move the deal back in time, so they change nothing, emit nothing, and
+    # are counted.
+    if journal is not None and _is_stale(fill.seq, journal.seq):
+        return Settlement(fill, "stale", ("stale",), Output(), account, journal.standing)
 
     standing = journal.standing if journal else None
     credits: list[Credit] = []
@@ -107,8 +117,13 @@ def settle(
         account = _undo(account, standing.effects)
         if standing.effects.accrual_client and standing.effects.accrual:
             deltas.append((standing.effects.accrual_client, -standing.effects.accrual))
-    if fill.event == "delete":
-        outcome = "credited" if credits else "not_earning"
+    if fill.event == "delete" or not fill.earns:
+        # An "in" deal earns nothing; if an update turned a credited deal into one, what
+        # stood is taken back like for a delete.
+        if fill.earns:
+            outcome = "credited" if credits else "not_earning"
+        else:
+            outcome = "credited" if credits else "ignored"
         return Settlement(fill, outcome, (), Output(tuple(credits)), account, None, tuple(deltas))
 
     attribution = book.resolve(fill.login, fill.close_time)
@@ -136,6 +151,10 @@ def settle(
         new_standing,
         tuple(deltas),
     )
+
+
+def _is_stale(seq: int | None, current: int | None) -> bool:
+    return seq is not None and current is not None and seq <= current
 
 
 def _earn(

@@ -81,7 +81,20 @@ class Output:
 
 @dataclass(frozen=True, slots=True)
 class DealJournal:
-    """Every processed revision of one deal (server, deal) and what stands now."""
+    """Every processed revision of one deal (server, deal), what stands now and, when the
+    bridge sends one, the deal's current `seq` [r2]."""
 
     processed: Mapping[str, Output] = field(default_factory=dict)
     standing: Standing | None = None
+    seq: int | None = None
+
+    def record(
+        self, revision: str, output: Output, standing: Standing | None, seq: int | None
+    ) -> DealJournal:
+        """The journal after applying one revision (SPEC 7 [r2]: every revision is recorded,
+        whether it earned or not, so a redelivery always finds itself)."""
+        return DealJournal(
+            {**self.processed, revision: output},
+            standing,
+            self.seq if seq is None else seq,
+        )

@@ -21,6 +21,7 @@ __all__ = [
     "REQUIRED_FIELDS",
     "bad_fills",
     "fills",
+    "mutated_fills",
 ]
 
 REQUIRED_FIELDS = (
@@ -337,3 +338,57 @@ def bad_fills() -> st.SearchStrategy[tuple[bytes, str]]:
         _close_before_open(),
         _missing_usd_rate(),
     )
+
+
+# -- [r2] strict forms: valid fills and single mutations of them, for parser == schema ---------
+
+_UNSIGNED_FIELDS = ("open_price", "close_price", "contract_size", "point_value", "usd_rate")
+_FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+_ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+
+
+def _bad_decimal_forms(value: str) -> list[str]:
+    """Ways a bridge could write `value` that SPEC 2 [r2] forbids (and some it allows)."""
+    whole, _, frac = value.lstrip("-").partition(".")
+    sign = "-" if value.startswith("-") else ""
+    return [
+        f"{value}e0", f"{value}E+3", f"{sign}{whole}_000" + (f".{frac}" if frac else ""),
+        f"+{value}", f" {value}", f"{value} ", f"{sign}{whole[:1]} {whole[1:]}0.5",
+        f"{sign}1,{whole}" + (f".{frac}" if frac else ""), f"{sign}.{frac or '5'}",
+        f"{sign}{whole}.", value.translate(_FULLWIDTH), value.translate(_ARABIC_INDIC),
+        f"-{value.lstrip('-')}", "-0", "0", "-0.00", "00012.50", f"{value}\n", "", "-",
+        "NaN", "Infinity", "1e5",
+    ]  # fmt: skip
+
+
+def _bad_time_forms(value: str) -> list[str]:
+    return [
+        value.replace("T", " "), value.replace("T", "t"), value.replace("Z", "z"),
+        value.replace("Z", "+00:00"), value[:16] + "Z", value[:19] + ".1234567891Z",
+        value[:19] + ".Z", value.translate(_ARABIC_INDIC), value + "\n", " " + value,
+        value[:10], value[:11] + "24:00:00Z", value[:17] + "60Z", value.replace("-", "/"),
+        value[:19] + ".5Z", value[:19] + ".123456789Z",
+    ]  # fmt: skip
+
+
+@st.composite
+def mutated_fills(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid fill.v1 dict, or one with a single field written in another form: some of
+    those forms are valid too (`"0"`, `"00012.50"`), the point is that the engine's parser
+    and the JSON Schema must agree on every one."""
+    fill = draw(fills())
+    kind = draw(st.sampled_from(("none", "decimal", "decimal", "time", "integer", "null", "seq")))
+    if kind == "decimal":
+        field = draw(st.sampled_from([f for f in DECIMAL_FIELDS if f in fill]))
+        fill[field] = draw(st.sampled_from(_bad_decimal_forms(fill[field])))
+    elif kind == "time":
+        field = draw(st.sampled_from(("open_time", "close_time")))
+        fill[field] = draw(st.sampled_from(_bad_time_forms(fill[field])))
+    elif kind == "integer":
+        field = draw(st.sampled_from(("deal", "position", "login", "spread_points", "digits")))
+        fill[field] = draw(st.sampled_from((-1, 0, 11, -(2**40), 1.5, "7", True)))
+    elif kind == "null":
+        fill[draw(st.sampled_from(("spread_points", "point_value", "usd_rate", "seq")))] = None
+    elif kind == "seq":
+        fill["seq"] = draw(st.sampled_from((0, 1, 1_733_140_800_123, -1, 1.5, "3", False)))
+    return fill

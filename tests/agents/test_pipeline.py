@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import random
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -17,7 +19,7 @@ from engine.replay import replay_lines
 from engine.seed import Seed, load_seed, parse_seed
 from tests.factories import fill_line, lots
 
-REAL = sorted(glob.glob("sample/fills/*.fills.jsonl"))
+REAL = sorted(glob.glob("sample/fills/mt4-real-*.fills.jsonl"))
 
 
 def _real_lines() -> list[bytes]:
@@ -190,3 +192,139 @@ async def test_r2_money_through_redis_matches_the_offline_replay(redis: Redis) -
         (3, "client_rebate", "C-1"): "3.00",
         (3, "ib_override", "IB-M"): "2.00",  # 20% x 10.00
     }
+
+
+def _fills(metrics: Metrics, outcome: str) -> float | None:
+    return metrics.registry.get_sample_value("rebate_fills_total", {"outcome": outcome})
+
+
+def _kinds(credits: list[bytes]) -> list[tuple[str, str, str]]:
+    return [(c["kind"], c["beneficiary"]["id"], c["amount"]) for c in map(orjson.loads, credits)]
+
+
+async def test_a_non_earning_add_is_journaled_so_its_redelivery_reverses_nothing(
+    redis: Redis,
+) -> None:
+    # Issue 9's crash case. sample/seed.yaml: 900001 is C-1's standard account under IB-1,
+    # whose plan "std" withholds the commission below 180 s of hold; loyalty accrues 10% of
+    # the cost; the account's JM allocation (2024-08-01) postdates the position, so no coverage.
+    # The add (held 120 s, no commission) earns nothing at all. Its update charges 7.00
+    # commission: IB-1's commission is still withheld (same times), the loyalty accrual is
+    # 10% x 7.00 = 0.70 JM USD to C-1.
+    times = {"open_time": "2024-03-01T10:00:00Z", "close_time": "2024-03-01T10:02:00Z"}
+    add = fill_line(deal=77, login=900001, commission="0.00", **times)
+    update = fill_line(deal=77, login=900001, commission="-7.00", event="update", **times)
+    store = RedisStore(redis)
+    await store.load_seed(load_seed("sample/seed.yaml"))
+    first = await _run(FillProcessor(store, Metrics()), [add, update], batch=1)
+    assert _kinds(first) == [("loyalty_accrual", "C-1", "0.70")]
+    assert first == _offline([add, update])
+    reward = await store.reward_balance("C-1")
+    # Redelivered after a crash, the add in the same batch as its update: the add must find
+    # itself in the journal (a duplicate), never be settled against the update's standing.
+    again = await _run(FillProcessor(store, Metrics()), [add, update], batch=2)
+    assert again == first  # the update's stored credit, published again; nothing new
+    assert await store.reward_balance("C-1") == reward == Decimal("100.70")  # seed 100.00
+    # The offline ledger sees the same four messages the same way.
+    assert _offline([add, update, add, update]) == first
+
+
+async def test_every_revision_is_journaled_earning_or_not(redis: Redis) -> None:
+    # An "in" deal, an unknown login and a withheld add: each is recorded, so a redelivery
+    # is a duplicate (SPEC 7 r2) and not settled again under whatever stands or rules then.
+    store = RedisStore(redis)
+    await store.load_seed(load_seed("sample/seed.yaml"))
+    lines = [
+        fill_line(deal=1, login=900001, entry="in", close_time="2024-03-01T10:00:00Z"),
+        fill_line(deal=2, login=424242),
+        fill_line(deal=3, login=900001, close_time="2024-03-01T10:01:00Z"),
+    ]
+    metrics = Metrics()
+    processor = FillProcessor(store, metrics)
+    await _run(processor, lines, batch=3)
+    for deal in (1, 2, 3):
+        assert await redis.hkeys(f"rebate:deal:mt4-live-1:{deal}"), deal
+    processor.forget_accounts()
+    await _run(processor, lines, batch=3)
+    assert _fills(metrics, "duplicate") == 3
+
+
+async def test_a_dealer_undoing_a_correction_with_seq_leaves_the_first_content(
+    redis: Redis,
+) -> None:
+    # sample/seed.yaml, 900001 (C-1 under IB-1, plan std: EURUSD on a standard account pays
+    # 15 USD a lot; C-1 gets IB-1's default 20% before 2024-10-01; IB-REGION's plan pays
+    # uplines 20% at level 1, IB-MASTER's 5% at level 2). No commission: no loyalty.
+    # Content A, 1 lot: gross 15.00 -> C-1 3.00, IB-1 12.00, IB-REGION 3.00, IB-MASTER 0.75.
+    # Content B, 2 lots: gross 30.00 -> C-1 6.00, IB-1 24.00, IB-REGION 6.00, IB-MASTER 1.50.
+    lines = [
+        fill_line(deal=88, login=900001, volume=lots(1), seq=1),
+        fill_line(deal=88, login=900001, volume=lots(2), seq=2, event="update"),
+        fill_line(deal=88, login=900001, volume=lots(1), seq=3, event="update"),
+    ]
+    store = RedisStore(redis)
+    await store.load_seed(load_seed("sample/seed.yaml"))
+    credits = await _run(FillProcessor(store, Metrics()), lines, batch=1)
+    assert credits == _offline(lines)
+    net: dict[str, Decimal] = {}
+    for kind, who, amount in _kinds(credits):
+        if kind != "loyalty_accrual":
+            net[who] = net.get(who, Decimal(0)) + Decimal(amount)
+    # A, then -A + B, then -B + A: what stands is A.
+    assert net == {
+        "IB-1": Decimal("12.00"),
+        "C-1": Decimal("3.00"),
+        "IB-REGION": Decimal("3.00"),
+        "IB-MASTER": Decimal("0.75"),
+    }
+    # A late seq=2 (redelivered: a duplicate) and a seq=2 never seen (other content: stale)
+    # change nothing; a redelivery of seq=2 publishes its stored credits again.
+    metrics = Metrics()
+    late = [lines[1], fill_line(deal=88, login=900001, volume=lots(5), seq=2, event="update")]
+    again = await _run(FillProcessor(store, metrics), late, batch=1)
+    assert set(again) <= set(credits)
+    assert _fills(metrics, "stale") == 1
+    assert _fills(metrics, "duplicate") == 1
+
+
+async def test_seq_beyond_double_precision_still_orders_revisions(redis: Redis) -> None:
+    # 2^60 and 2^60 + 1 are one double apart from nothing: as Lua numbers they compare equal.
+    big = 2**60
+    lines = [
+        fill_line(deal=89, login=900001, volume=lots(1), seq=big),
+        fill_line(deal=89, login=900001, volume=lots(2), seq=big + 1, event="update"),
+        fill_line(deal=89, login=900001, volume=lots(3), seq=big, event="update"),
+    ]
+    store = RedisStore(redis)
+    await store.load_seed(load_seed("sample/seed.yaml"))
+    metrics = Metrics()
+    credits = await _run(FillProcessor(store, metrics), lines, batch=1)
+    assert credits == _offline(lines)
+    assert _fills(metrics, "credited") == 2
+    assert _fills(metrics, "stale") == 1
+
+
+async def test_random_seq_streams_give_the_offline_credits_through_redis(redis: Redis) -> None:
+    # Bridge messages with seq (mostly), delivered late, twice and out of order, in batches of
+    # any size: the Redis path publishes what the offline ledger credits (a duplicate publishes
+    # its stored credits again, which wallets dedupe by id), so a replay with seq is
+    # deterministic. This found a revision repeated within one batch publishing its local
+    # computation although its first copy was stale: only the script decides.
+    rng = random.Random(20261202)
+    for _ in range(25):
+        await redis.flushdb()
+        store = RedisStore(redis)
+        await store.load_seed(load_seed("sample/seed.yaml"))
+        messages = [
+            fill_line(
+                deal=rng.choice((1, 2)),
+                login=rng.choice((900001, 900002, 900003)),  # the seed's three accounts
+                volume=lots(rng.choice((1, 2, 3))),
+                event=rng.choice(("add", "update", "delete")),
+                seq=rng.choice((seq, seq, None)),  # now and then a message without seq
+            )
+            for seq in range(rng.randint(1, 8))
+        ]
+        delivered = [rng.choice(messages) for _ in range(rng.randint(1, 14))]
+        published = await _run(FillProcessor(store, Metrics()), delivered, rng.randint(1, 5))
+        assert list(dict.fromkeys(published)) == _offline(delivered), delivered

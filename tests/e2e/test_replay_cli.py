@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from tests.crm_factories import (
     crm_line,
 )
 
-REAL_FILLS = sorted(Path("sample/fills").glob("*.fills.jsonl"))
+REAL_FILLS = sorted(Path("sample/fills").glob("mt4-real-*.fills.jsonl"))
 
 
 def test_real_histories_replay_to_schema_valid_credits(tmp_path: Path) -> None:
@@ -212,3 +213,37 @@ def test_crm_events_through_kafka_are_refused_for_now(capsys: pytest.CaptureFixt
     argv = ["replay", "--seed", "s.yaml", "--fills", "f.jsonl", "--out", "o.jsonl"]
     assert main([*argv, "--via-kafka", "--crm-events", "e.jsonl"]) == 2
     assert "--crm-events is offline only" in capsys.readouterr().err
+
+
+def test_the_demos_dead_letters_come_from_the_deliberately_bad_file(tmp_path: Path) -> None:
+    # The demo replays every sample file. Only the 9 made-up fills of the bad file are dead
+    # letters (sample/README.md: one per kind of SPEC 8; a schema violation and a bad decimal
+    # form are both `schema`), and they add no credit to those of the real histories.
+    bad = Path("sample/fills/deliberately-bad.fills.jsonl")
+    every = sorted(Path("sample/fills").glob("*.fills.jsonl"))
+    assert set(every) == {*REAL_FILLS, bad}
+    outs = []
+    for name, files in (("all", every), ("real", REAL_FILLS)):
+        out = tmp_path / f"{name}.jsonl"
+        argv = ["replay", "--seed", "sample/seed.yaml", "--out", str(out), "--quiet"]
+        assert main([*argv, "--fills", *map(str, files)]) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    argv = ["replay", "--seed", "sample/seed.yaml", "--fills", str(bad), "--out", "/dev/null"]
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dead_lettered │     9" in result.stderr
+    reasons = (
+        "undecodable", "schema", "schema", "negative_volume", "impossible_value",
+        "not_a_number", "unknown_platform", "close_before_open", "missing_usd_rate",
+    )  # fmt: skip
+    for line, reason in enumerate(reasons, start=1):
+        where = rf"deliberately-bad\.fills\.jsonl:{line}\s*│\s*{reason}\s"
+        assert re.search(where, result.stderr), (line, reason)

@@ -44,7 +44,8 @@ def _bare_nan(line: bytes) -> bytes:
     return line.replace(b'"profit":"50.00"', b'"profit":NaN', 1)
 
 
-# One message per SPEC 8 kind (and two real-data schema violations), each with one defect.
+# One message per SPEC 8 kind (and schema violations of real data and of r2's strict forms),
+# each with one defect.
 BAD = [
     (b'{"schema":"fill.v1","server":"mt4-live-1","deal":7', "undecodable"),
     (b"\xc0\x80 not utf-8", "undecodable"),
@@ -57,6 +58,10 @@ BAD = [
     (_line(deal=17, close_time="2024-03-01T09:59:59Z"), "close_before_open"),
     (_line(deal=18, currency="EUR"), "missing_usd_rate"),
     (_line(deal=19, digits=11), "impossible_value"),
+    # [r2] strict forms: a negative point_value, a decimal with an exponent, a time with a blank
+    (_line(deal=20, spread_points=10, point_value="-1.00"), "impossible_value"),
+    (_line(deal=21, commission="0.0011E+3"), "schema"),
+    (_line(deal=22, close_time="2024-03-01 10:10:00Z"), "schema"),
 ]
 
 

@@ -19,6 +19,8 @@ from agents.embedded import EmbeddedRuntime
 from agents.kafka_replay import Collected, publish_and_collect
 from agents.simulate import generate_fills, generate_seed
 from agents.workers import WorkerProcess
+from engine.fill import decode_fill
+from engine.ledger import Ledger
 from engine.seed import Seed, parse_seed
 from tests.factories import make_fill_dict
 from tests.integration.fixtures import (
@@ -43,6 +45,20 @@ def _simulated(accounts: int, fills: int, rng_seed: int) -> tuple[Seed, list[byt
     seed_dict = generate_seed(accounts, rng)
     seed = parse_seed(json.dumps(seed_dict), "simulated-seed.json")
     return seed, jsonl(generate_fills(seed_dict, rng, fills, START))
+
+
+def _revisions_of_non_earning_adds(seed: Seed, lines: list[bytes]) -> int:
+    ledger = Ledger.from_seed(seed)
+    idle: set[tuple[str, int]] = set()
+    count = 0
+    for line in lines:
+        fill = decode_fill(line)
+        outcome = ledger.process(fill).outcome
+        if fill.event == "add" and outcome in ("not_earning", "ignored"):
+            idle.add((fill.server, fill.deal))
+        elif fill.event != "add" and (fill.server, fill.deal) in idle:
+            count += 1
+    return count
 
 
 def _processed(worker: WorkerProcess) -> float:
@@ -79,6 +95,9 @@ async def test_kill_9_three_times_mid_stream_loses_and_duplicates_nothing(
     seed, lines = _simulated(accounts=80, fills=20_000, rng_seed=20240304)
     expected, offline = offline_replay(seed, lines)
     assert len(expected) > 30_000 and offline.summary.outcomes["duplicate"] == 0
+    # Issue 9's crash case: revisions of deals whose add earned nothing. Unless every revision
+    # is journaled, a redelivered add is settled against its update's standing after a kill.
+    assert _revisions_of_non_earning_adds(seed, lines) >= 10
     await deployment.load_seed(seed)
     worker = deployment.start_worker()
     published = [0]

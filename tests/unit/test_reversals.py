@@ -81,3 +81,27 @@ def test_credit_ids_are_deterministic_per_revision() -> None:
 def test_fields_outside_fill_v1_do_not_change_the_revision() -> None:
     assert make_fill(bridge_seq=1).revision == make_fill(bridge_seq=2).revision
     assert make_fill(volume=1).revision != make_fill(volume=2).revision
+
+
+def test_an_update_to_entry_in_takes_back_what_stands() -> None:
+    ledger = make_ledger(SEED)
+    # 1 lot x $10 = $10 -> IB 8.00, client 2.00 (no commission: no coverage, no accrual).
+    ledger.process(make_fill(volume=lots(1)))
+    # The dealer re-books the deal as an opening one: an "in" earns nothing, so what stood is
+    # reversed, as for a delete, and nothing stands after it.
+    undone = ledger.process(make_fill(event="update", entry="in", volume=lots(1)))
+    assert (undone.outcome, undone.reasons) == ("credited", ())
+    assert amounts(undone) == {("reversal", "IB-1"): "-8.00", ("reversal", "C-1"): "-2.00"}
+    assert ledger.journals[("mt4-live-1", 1001)].standing is None
+
+
+def test_every_revision_is_journaled_even_when_it_earns_nothing() -> None:
+    # SPEC 7 r2: an "in" deal, a withheld add and an unknown login all find themselves again.
+    ledger = make_ledger(SEED)
+    first = [
+        make_fill(deal=1, entry="in", close_time="2024-03-01T10:00:00Z"),
+        make_fill(deal=2, login=424242),
+        make_fill(deal=3, volume=0),
+    ]
+    assert [ledger.process(f).outcome for f in first] == ["ignored", "not_earning", "not_earning"]
+    assert [ledger.process(f).outcome for f in first] == ["duplicate"] * 3
