@@ -27,9 +27,9 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from agents.codec import iso_z
 from agents.settings import Settings
-from agents.store import RedisStore
+from agents.storage.codec import iso_z
+from agents.storage.store import RedisStore
 from engine.errors import ConfigError
 from engine.rules import Attribution, Change, RuleBook
 

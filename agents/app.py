@@ -1,6 +1,6 @@
 """The Faust application: topics, the fills agent, timers and the HTTP views.
 
-The agents are thin loops (STYLE): take a batch, hand it to `FillProcessor` (agents/pipeline.py),
+The agents are thin loops (STYLE): take a batch, hand it to `FillProcessor` (agents/fills.py),
 publish what it returns, wait for the broker to acknowledge, then ack the batch so its offsets
 can be committed (SPEC 7: offsets only move after the credits are safe).
 """
@@ -25,11 +25,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from agents.fills import FillProcessor, Outgoing, Record, Topics
 from agents.metrics import Metrics
-from agents.pipeline import FillProcessor, Outgoing, Record, Topics
 from agents.settings import Settings
 from agents.settlement import HourlySettlement
-from agents.store import RedisStore
+from agents.storage.store import RedisStore
 from agents.transport import configure_app, faust_app_kwargs
 from agents.wallet_commands import WalletCommandHandler, WalletConflict
 from engine import __version__

@@ -18,20 +18,22 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from agents import admin, bench, bridge
+from agents import admin
 from agents.app import build_app
-from agents.embedded import ensure_topics_sync, services_for
-from agents.kafka_replay import Collected, publish_and_collect
 from agents.logs import configure_logging
-from agents.report import print_problems, print_summary
 from agents.settings import Settings
-from agents.store import RedisStore
-from agents.workers import WorkerProcess
+from agents.storage.store import RedisStore
 from engine import __version__
 from engine.ledger import Ledger
 from engine.replay import replay_lines
 from engine.seed import Seed, SeedError, load_seed
 from engine.summary import Summary
+from harness.bench import command as bench
+from harness.embedded import ensure_topics_sync, services_for
+from harness.kafka_replay import Collected, publish_and_collect
+from harness.report import print_problems, print_summary
+from harness.simulate import command as bridge
+from harness.workers import WorkerProcess
 
 __all__ = ["main"]
 

@@ -1,8 +1,9 @@
 """Hourly IB settlement (SPEC 6): one event per IB and closed clock hour, adjustments later.
 
-The fills script (agents/apply.lua) adds every IB commission/override credit (and reversal) to
-the totals of its close_time hour and marks the hour dirty. `HourlySettlement.flush(now)`
-settles each dirty hour whose end + grace has passed with agents/settle.lua, which, in one call,
+The fills script (agents/storage/apply.lua) adds every IB commission/override credit (and
+reversal) to the totals of its close_time hour and marks the hour dirty.
+`HourlySettlement.flush(now)` settles each dirty hour whose end + grace has passed with
+agents/storage/settle.lua, which, in one call,
 compares the totals with what was already reported, records the difference as reported, puts
 the resulting records into an outbox and takes the hour off the dirty set. So:
 
@@ -33,17 +34,17 @@ import orjson
 from redis.asyncio import Redis
 
 import schemas
-from agents import keys
+from agents.fills import Outgoing
 from agents.metrics import Metrics
-from agents.pipeline import Outgoing
-from agents.store import RedisStore
+from agents.storage import keys
+from agents.storage.store import RedisStore
 from engine import __version__
 
 __all__ = ["HourlySettlement", "settlement_id"]
 
 log = logging.getLogger("rebate.settlement")
 
-_SCRIPT = resources.files("agents").joinpath("settle.lua").read_text(encoding="utf-8")
+_SCRIPT = resources.files("agents.storage").joinpath("settle.lua").read_text(encoding="utf-8")
 _HOUR_S = 3600
 
 

@@ -4,7 +4,7 @@
 wallet-event.v1 answers to publish (topic wallet-events.v1, key = login).
 
 Each command is decided purely (`engine.wallet`) on a snapshot of the account HASH and the
-client's reward wallet, then applied by agents/wallet.lua, which
+client's reward wallet, then applied by agents/storage/wallet.lua, which
 
 * returns the stored answer when the request_id was answered before (the same request twice
   changes nothing and re-emits the same event, byte for byte);
@@ -35,11 +35,11 @@ from typing import Any
 import orjson
 
 import schemas
-from agents import keys
-from agents.codec import decode_account, encode_account
+from agents.fills import Outgoing, Record
 from agents.metrics import Metrics
-from agents.pipeline import Outgoing, Record
-from agents.store import RedisStore, cents
+from agents.storage import keys
+from agents.storage.codec import decode_account, encode_account
+from agents.storage.store import RedisStore, cents
 from engine import __version__
 from engine.credits import WalletEvent
 from engine.state import AccountState
@@ -49,7 +49,7 @@ __all__ = ["COMMANDS", "WalletCommandHandler", "WalletConflict"]
 
 log = logging.getLogger("rebate.wallet")
 
-_SCRIPT = resources.files("agents").joinpath("wallet.lua").read_text(encoding="utf-8")
+_SCRIPT = resources.files("agents.storage").joinpath("wallet.lua").read_text(encoding="utf-8")
 COMMANDS = ("allocate_jm", "grant_bonus")
 _ACCEPTED = frozenset({"jm_allocation_accepted", "bonus_granted"})
 _MAX_ROUNDS = 32  # compare-and-set retries for one command (fills move the same balances)

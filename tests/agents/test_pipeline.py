@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
+from agents.fills import FillProcessor, Record
 from agents.metrics import Metrics
-from agents.pipeline import FillProcessor, Record
-from agents.store import RedisStore
+from agents.storage.store import RedisStore
 from engine.fill import decode_fill
 from engine.ledger import Ledger
 from engine.replay import replay_lines

@@ -10,11 +10,11 @@ import orjson
 from redis.asyncio import Redis
 
 import schemas
-from agents import keys
+from agents.fills import FillProcessor, Outgoing, Record
 from agents.metrics import Metrics
-from agents.pipeline import FillProcessor, Outgoing, Record
 from agents.settlement import HourlySettlement, settlement_id
-from agents.store import RedisStore
+from agents.storage import keys
+from agents.storage.store import RedisStore
 from engine.seed import parse_seed
 from tests.factories import fill_line, lots
 

@@ -12,10 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 import schemas
-from agents import keys
+from agents.fills import FillProcessor, Outgoing, Record
 from agents.metrics import Metrics
-from agents.pipeline import FillProcessor, Outgoing, Record
-from agents.store import RedisStore
+from agents.storage import keys
+from agents.storage.store import RedisStore
 from agents.wallet_commands import WalletCommandHandler
 from engine.seed import parse_seed
 from tests.factories import fill_line, lots

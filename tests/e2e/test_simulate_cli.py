@@ -13,11 +13,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents import bridge
-from agents.embedded import EmbeddedRuntime
 from engine.fill import decode_fill
 from engine.ledger import Ledger
 from engine.seed import load_seed
+from harness.embedded import EmbeddedRuntime
+from harness.simulate import command as bridge
 from schemas import validate
 
 START = "2024-06-03T00:00:00Z"

@@ -24,14 +24,14 @@ import orjson
 import redis
 from redis.asyncio import Redis
 
-from agents.embedded import ManagedProcess, delete_topics_sync, ensure_topics_sync
 from agents.settings import Settings
-from agents.simulate import generate_fills, generate_seed
-from agents.store import RedisStore
-from agents.workers import WorkerProcess
+from agents.storage.store import RedisStore
 from engine.ledger import Ledger
 from engine.replay import replay_lines
 from engine.seed import Seed, parse_seed
+from harness.embedded import ManagedProcess, delete_topics_sync, ensure_topics_sync
+from harness.simulate.generator import generate_fills, generate_seed
+from harness.workers import WorkerProcess
 from tests.integration import fixtures
 
 __all__ = [

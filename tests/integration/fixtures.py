@@ -36,14 +36,14 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from agents.embedded import delete_topics_sync, ensure_topics_sync
 from agents.settings import Settings
-from agents.store import RedisStore
-from agents.workers import WorkerProcess
+from agents.storage.store import RedisStore
 from engine.ledger import Ledger
 from engine.replay import ReplayResult, replay_lines
 from engine.rules import Change
 from engine.seed import Seed, parse_seed
+from harness.embedded import delete_topics_sync, ensure_topics_sync
+from harness.workers import WorkerProcess
 
 __all__ = [
     "ROOT",

@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from agents.embedded import EmbeddedRuntime, EmbeddedRuntimeError, ensure_topics
 from agents.settings import Settings
+from harness.embedded import EmbeddedRuntime, EmbeddedRuntimeError, ensure_topics
 
 
 def _pid_alive(pid: int) -> bool:

@@ -26,11 +26,11 @@ import pytest
 import redis
 from aiokafka import AIOKafkaProducer
 
-from agents.embedded import ManagedProcess
-from agents.kafka_replay import Collected, publish_and_collect
 from agents.settings import Settings
-from agents.workers import WorkerProcess, settings_env
 from engine.seed import parse_seed
+from harness.embedded import ManagedProcess
+from harness.kafka_replay import Collected, publish_and_collect
+from harness.workers import WorkerProcess, settings_env
 from tests.factories import fill_line
 from tests.integration._helpers import deployment, load_seed, read_topic, server, wait_ready
 

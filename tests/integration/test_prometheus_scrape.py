@@ -20,8 +20,8 @@ import orjson
 import pytest
 import yaml
 
-from agents.kafka_replay import publish_and_collect
 from agents.settings import Settings
+from harness.kafka_replay import publish_and_collect
 from tests.integration._helpers import (
     deployment,
     load_seed,

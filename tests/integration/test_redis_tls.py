@@ -24,12 +24,12 @@ import redis
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 
-from agents.kafka_replay import publish_and_collect
+from agents.fills import FillProcessor, Record, Topics
 from agents.logs import JsonFormatter, scrub
 from agents.metrics import Metrics
-from agents.pipeline import FillProcessor, Record, Topics
 from agents.settings import Settings
-from agents.store import RedisStore
+from agents.storage.store import RedisStore
+from harness.kafka_replay import publish_and_collect
 from tests.integration._helpers import (
     deployment,
     load_seed,

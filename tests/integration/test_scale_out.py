@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.kafka_replay import publish_and_collect
 from agents.settings import Settings
-from agents.workers import WorkerProcess
+from harness.kafka_replay import publish_and_collect
+from harness.workers import WorkerProcess
 from tests.integration._helpers import (
     deployment,
     load_seed,

@@ -1,8 +1,8 @@
 """The Redis store: rules log, wallet state, deal journals, reward wallets, settlement sums.
 
-All key formats come from agents/keys.py. Applying settled fills is one Lua script
-(agents/apply.lua) per batch: a revision's state change and the record of what it emitted are
-written together, and a revision seen before returns what it emitted then (SPEC 7).
+All key formats come from agents/storage/keys.py. Applying settled fills is one Lua script
+(agents/storage/apply.lua) per batch: a revision's state change and the record of what it
+emitted are written together, and a revision seen before returns what it emitted then (SPEC 7).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from agents import keys
-from agents.codec import (
+from agents.storage import keys
+from agents.storage.codec import (
     decode_account,
     decode_change,
     decode_standing,
@@ -32,7 +32,7 @@ from engine.state import AccountState, Standing
 
 __all__ = ["ApplyItem", "RedisStore", "StaleRules", "cents"]
 
-_APPLY = resources.files("agents").joinpath("apply.lua").read_text(encoding="utf-8")
+_APPLY = resources.files("agents.storage").joinpath("apply.lua").read_text(encoding="utf-8")
 
 
 class StaleRules(Exception):

@@ -3,7 +3,7 @@
 One run, on the embedded broker and Redis (or the ones the environment names), measures:
 
 1. engine only: `decode_fill` + `Ledger.process` + credit serialization on one core, no I/O;
-2. faust: the Faust worker (`rebate-engine worker` as a subprocess, agents/workers.py);
+2. faust: the Faust worker (`rebate-engine worker` as a subprocess, harness/workers.py);
 3. plain: a minimal plain-aiokafka batch pipeline doing the same work (`_plain_pipeline`
    below, also a subprocess): `getmany` batches into the SAME `FillProcessor.process` (same
    decode, same Redis round trips and Lua script), sends not awaited one by one, one gather,
@@ -62,19 +62,19 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from agents.bridge import PublishStats, fill_lines, publish_paced, write_seed
-from agents.embedded import EmbeddedRuntime, delete_topics, ensure_topics, redis_server_binary
+from agents.fills import BatchResult, FillProcessor, Outgoing, Record, Topics
 from agents.logs import configure_logging
 from agents.metrics import Metrics
-from agents.pipeline import BatchResult, FillProcessor, Outgoing, Record, Topics
 from agents.settings import Settings
-from agents.store import RedisStore
-from agents.workers import WorkerProcess, settings_env
+from agents.storage.store import RedisStore
 from engine import __version__
 from engine.errors import BadFill, ConfigError
 from engine.fill import decode_fill
 from engine.ledger import Ledger
 from engine.seed import Seed, load_seed
+from harness.embedded import EmbeddedRuntime, delete_topics, ensure_topics, redis_server_binary
+from harness.simulate.command import PublishStats, fill_lines, publish_paced, write_seed
+from harness.workers import WorkerProcess, settings_env
 
 __all__ = [
     "BenchConfig",
@@ -141,7 +141,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m agents.bench [options]`: the same as `rebate-engine bench`."""
+    """`python -m harness.bench.command [options]`: the same as `rebate-engine bench`."""
     from agents.cli import tune_gc  # noqa: PLC0415 - cli imports this module
 
     tune_gc()  # as the console script does, so both entry points measure the same engine
@@ -470,7 +470,8 @@ class PlainSystem:
     def start(self) -> None:
         env = {**os.environ, **settings_env(self.settings)}
         code = (
-            "import sys; from agents.bench import plain_worker_main as m; sys.exit(m(sys.argv[1:]))"
+            "import sys; from harness.bench.command import plain_worker_main as m; "
+            "sys.exit(m(sys.argv[1:]))"
         )
         argv = [sys.executable, "-c", code, str(self.ready_file), str(self.metrics_file)]
         with self.log_path.open("ab") as log:
@@ -1313,8 +1314,8 @@ def _results(
 
 def _command() -> str:
     prog = Path(sys.argv[0]).name
-    if prog == "bench.py":  # python -m agents.bench
-        prog = "python -m agents.bench"
+    if prog == "bench.py":  # python -m harness.bench.command
+        prog = "python -m harness.bench.command"
     return " ".join([prog, *sys.argv[1:]])
 
 

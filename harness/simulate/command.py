@@ -2,7 +2,8 @@
 
 It stands in for the MT4/MT5 bridges (SPEC 1): it writes a generated seed (so the fills it
 sends attribute to IBs and clients), then publishes fill.v1 messages from
-`agents.simulate.generate_fills` to `fills.v1` at N fills/s, keyed `"{server}:{login}"`, or
+`harness.simulate.generator.generate_fills` to `fills.v1` at N fills/s, keyed
+`"{server}:{login}"`, or
 writes them to a JSON-lines file with `--out` (no broker needed).
 
     rebate-engine simulate --rate 1000 --accounts 2000 --seed-out seed.json --load-seed
@@ -14,7 +15,7 @@ as long as this command would have nobody consuming from it. For an all-in-one l
 `rebate-engine replay --via-kafka --rate N` (embedded broker, Redis and a worker) or
 `rebate-engine bench`.
 
-`publish_paced` is the pacing publisher; the benchmark (agents/bench.py) drives the engine
+`publish_paced` is the pacing publisher; the benchmark (harness/bench/command.py) drives the engine
 with it too, so both measure the same offered load.
 """
 
@@ -37,11 +38,11 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 from rich.console import Console
 
-from agents.embedded import ensure_topics
 from agents.settings import Settings
-from agents.simulate import generate_fills, generate_seed
-from agents.store import RedisStore
+from agents.storage.store import RedisStore
 from engine.seed import SeedError, load_seed
+from harness.embedded import ensure_topics
+from harness.simulate.generator import generate_fills, generate_seed
 
 __all__ = ["PublishStats", "fill_lines", "publish_paced", "register", "write_seed"]
 

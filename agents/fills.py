@@ -4,7 +4,7 @@
 (credits, wallet events, dead letters). The Faust agent (agents/app.py) and the plain aiokafka
 baseline of the benchmark call the same code, so the comparison measures only the consumer.
 
-Per batch, in the steady state, Redis sees one round trip: the Lua apply (agents/apply.lua).
+Per batch, in the steady state, Redis sees one round trip: the Lua apply (agents/storage/apply.lua).
 Wallet state is cached per login (this worker owns the login's partition) and checked by
 compare-and-set in the script; the rules are cached and checked by version in the same call.
 """
@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 
 import orjson
 
-from agents import keys
-from agents.codec import credit_json, decode_output, encode_output, encode_standing
 from agents.metrics import Metrics
-from agents.store import ApplyItem, RedisStore, StaleRules, cents
+from agents.storage import keys
+from agents.storage.codec import credit_json, decode_output, encode_output, encode_standing
+from agents.storage.store import ApplyItem, RedisStore, StaleRules, cents
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
 from engine.settle import Settlement, settle

@@ -1,0 +1,1 @@
+"""The benchmark: engine-only, Faust worker and plain aiokafka loop side by side."""
