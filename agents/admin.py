@@ -24,12 +24,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from agents.settings import Settings
 from agents.storage.codec import iso_z
-from agents.storage.store import RedisStore
+from agents.storage.store import RedisStore, connect
 from engine.errors import ConfigError
 from engine.rules import Attribution, Change, RuleBook
 
@@ -219,7 +218,7 @@ def _describe(login: int, at: datetime, a: Attribution) -> str:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     at: datetime = args.at or datetime.now(UTC)
-    redis = Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
+    redis = connect(settings)
     try:
         store = RedisStore(redis, depth_limit=settings.attribution_depth_limit)
         existing = await store.rule_changes()

@@ -25,11 +25,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from agents.fills import FillProcessor, Outgoing, Record, Topics
+from agents.fills import FillProcessor
+from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
 from agents.settings import Settings
 from agents.settlement import HourlySettlement
-from agents.storage.store import RedisStore
+from agents.storage.store import RedisStore, connect
+from agents.topics import output_topics
 from agents.transport import configure_app, faust_app_kwargs
 from agents.wallet_commands import WalletCommandHandler, WalletConflict
 from engine import __version__
@@ -204,21 +206,12 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
         stream_buffer_maxsize=max(4 * settings.batch_max, 4096),
     )
     configure_app(app, settings)
-    redis = Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
+    redis = connect(settings)
     store = RedisStore(redis, depth_limit=settings.attribution_depth_limit)
-    topics = Topics(settings.topic_credits, settings.topic_fills_dlq, settings.topic_wallet_events)
-    engine = Engine(settings, app, redis, store, FillProcessor(store, metrics, topics), metrics)
-    for name in (
-        "fills",
-        "credits",
-        "fills_dlq",
-        "wallet_commands",
-        "wallet_events",
-        "settlements",
-    ):
-        engine.topics[name] = app.topic(
-            getattr(settings, f"topic_{name}"), key_serializer="raw", value_serializer="raw"
-        )
+    processor = FillProcessor(store, metrics, output_topics(settings))
+    engine = Engine(settings, app, redis, store, processor, metrics)
+    for name, topic in settings.topics.items():
+        engine.topics[name] = app.topic(topic, key_serializer="raw", value_serializer="raw")
 
     @app.agent(engine.topics["fills"], name="settle-fills")
     async def settle_fills(stream: Any) -> None:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from agents.messages import BatchResult, Outgoing, Record, Topics
 from agents.metrics import Metrics
 from agents.storage import keys
 from agents.storage.codec import credit_json, decode_output, encode_output, encode_standing
@@ -29,40 +30,12 @@ from engine.fill import Fill, decode_fill
 from engine.settle import Settlement, settle
 from engine.state import AccountState, DealJournal, Output, Standing
 
-__all__ = ["FillProcessor", "Outgoing", "Record", "Topics"]
+__all__ = ["FillProcessor"]
 
 _T = TypeVar("_T")
-_MAX_ROUNDS = 8
-_DLQ_MAX_VALUE = (
-    256 * 1024
-)  # compare-and-set retries for one batch; each round settles at least one item
+_MAX_ROUNDS = 8  # compare-and-set retries for one batch; each round settles at least one item
+_DLQ_MAX_VALUE = 256 * 1024
 _SETTLED_KINDS = frozenset({"ib_commission", "ib_override"})
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A consumed Kafka record (what the DLQ headers and the latency metric need)."""
-
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    topic: str
-    key: bytes
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    credits: str = "credits.v1"
-    dead_letters: str = "fills.v1.dlq"
-    wallet_events: str = "wallet-events.v1"
 
 
 @dataclass
@@ -78,17 +51,11 @@ class _Pending:
     encoded: dict[str, bytes] = field(default_factory=dict)  # credit_id -> credit.v1 bytes
 
 
-@dataclass
-class BatchResult:
-    outgoing: list[Outgoing] = field(default_factory=list)
-    timestamps_ms: list[int] = field(default_factory=list)
-
-
 class FillProcessor:
-    def __init__(self, store: RedisStore, metrics: Metrics, topics: Topics | None = None) -> None:
+    def __init__(self, store: RedisStore, metrics: Metrics, topics: Topics) -> None:
         self.store = store
         self.metrics = metrics
-        self.topics = topics or Topics()
+        self.topics = topics
         self._accounts: dict[int, tuple[int, AccountState]] = {}
         self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
@@ -116,7 +83,7 @@ class FillProcessor:
             try:
                 fill = decode_fill(record.value or b"")
             except BadFill as exc:
-                result.outgoing.append(self._dead_letter(record, exc.reason, str(exc)))
+                result.dead_letters.append(self._dead_letter(record, exc.reason, str(exc)))
                 continue
             pending.append(_Pending(i, record, fill))
             if record.timestamp_ms is not None:
@@ -135,14 +102,14 @@ class FillProcessor:
                 continue  # dead-lettered during settlement
             for credit in p.output.credits:
                 value = p.encoded.get(credit.credit_id) or credit_json(credit)
-                result.outgoing.append(
+                result.credits.append(
                     Outgoing(self.topics.credits, credit.beneficiary_id.encode(), value)
                 )
                 count, amount = self._credit_metrics(credit.kind, credit.currency)
                 count.inc()
                 amount.inc(abs(float(credit.amount)))
             for event in p.output.events:
-                result.outgoing.append(
+                result.wallet_events.append(
                     Outgoing(
                         self.topics.wallet_events,
                         str(p.fill.login).encode(),
@@ -150,10 +117,9 @@ class FillProcessor:
                     )
                 )
             self.metrics.fills.labels(p.settlement.outcome).inc()
-        for o in result.outgoing:
-            if o.topic == self.topics.dead_letters:
-                self.metrics.dead_letters.labels(o.headers[0][1].decode()).inc()
-                self.metrics.fills.labels("dead_lettered").inc()
+        for o in result.dead_letters:
+            self.metrics.dead_letters.labels(o.headers[0][1].decode()).inc()
+            self.metrics.fills.labels("dead_lettered").inc()
         self.metrics.batch_size.observe(len(records))
         return result
 
@@ -183,13 +149,13 @@ class FillProcessor:
                 # so a fill for an account added a moment ago is not settled on old rules.
                 if await self._timed("rules", self.store.refresh_rules()):
                     return todo
-                result.outgoing.extend(dead)
+                result.dead_letters.extend(dead)
                 return []
             replies = await self._timed("apply", self.store.apply([i for i, _ in items]))
         except StaleRules:
             await self._timed("rules", self.store.refresh_rules())
             return todo
-        result.outgoing.extend(dead)
+        result.dead_letters.extend(dead)
         redo: list[_Pending] = []
         broken: set[int] = set()
         for (item, p), (status, payload) in zip(items, replies, strict=True):

@@ -34,7 +34,7 @@ import orjson
 from redis.asyncio import Redis
 
 import schemas
-from agents.fills import Outgoing
+from agents.messages import Outgoing
 from agents.metrics import Metrics
 from agents.storage import keys
 from agents.storage.store import RedisStore
@@ -59,7 +59,7 @@ class HourlySettlement:
         self,
         store_or_redis: RedisStore | Redis,
         metrics: Metrics,
-        topic: str = "settlements.v1",
+        topic: str,
         grace_s: float = 60.0,
         *,
         lease_s: float = 120.0,

@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 import schemas
-from agents.fills import Outgoing, Record
+from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
 from agents.storage import keys
 from agents.storage.codec import decode_account, encode_account

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from agents.settings import Settings
 from agents.storage import keys
 from agents.storage.codec import (
     decode_account,
@@ -30,9 +31,23 @@ from engine.rules import Change, RuleBook
 from engine.seed import Seed
 from engine.state import AccountState, Standing
 
-__all__ = ["ApplyItem", "RedisStore", "StaleRules", "cents"]
+__all__ = ["ApplyItem", "RedisStore", "StaleRules", "cents", "connect", "load_seed_into"]
 
 _APPLY = resources.files("agents.storage").joinpath("apply.lua").read_text(encoding="utf-8")
+
+
+def connect(settings: Settings) -> Redis:
+    """The one way the engine opens Redis: the settings' URL, TLS and timeouts."""
+    return Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
+
+
+async def load_seed_into(settings: Settings, seed: Seed, *, replace: bool) -> int | None:
+    """`RedisStore.load_seed` on a connection of its own (the `seed` command, the tools)."""
+    redis = connect(settings)
+    try:
+        return await RedisStore(redis).load_seed(seed, replace=replace)
+    finally:
+        await redis.aclose()
 
 
 class StaleRules(Exception):

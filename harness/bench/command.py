@@ -58,21 +58,23 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from agents.fills import BatchResult, FillProcessor, Outgoing, Record, Topics
+from agents.fills import FillProcessor
 from agents.logs import configure_logging
+from agents.messages import BatchResult, Outgoing, Record, Topics
 from agents.metrics import Metrics
 from agents.settings import Settings
-from agents.storage.store import RedisStore
+from agents.storage.store import RedisStore, connect
+from agents.topics import delete_topics, ensure_topics, output_topics
+from agents.tuning import tune_gc
 from engine import __version__
 from engine.errors import BadFill, ConfigError
 from engine.fill import decode_fill
 from engine.ledger import Ledger
 from engine.seed import Seed, load_seed
-from harness.embedded import EmbeddedRuntime, delete_topics, ensure_topics, redis_server_binary
+from harness.embedded import EmbeddedRuntime, redis_server_binary
 from harness.simulate.command import PublishStats, fill_lines, publish_paced, write_seed
 from harness.workers import WorkerProcess, settings_env
 
@@ -129,7 +131,7 @@ QUICK = BenchConfig(
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `bench` to the CLI's subparsers (agents/cli.py calls `bench.register(sub)`)."""
+    """Add `bench` to the CLI's subparsers (an entry point of `rebate_engine.commands`)."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "bench",
         help="measure engine-only, Faust worker and plain aiokafka pipeline side by side",
@@ -142,8 +144,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m harness.bench.command [options]`: the same as `rebate-engine bench`."""
-    from agents.cli import tune_gc  # noqa: PLC0415 - cli imports this module
-
     tune_gc()  # as the console script does, so both entry points measure the same engine
     parser = argparse.ArgumentParser(prog="rebate-engine bench")
     _add_arguments(parser)
@@ -368,15 +368,7 @@ _SETTLEMENT_NOTE = (
 
 def _scenario_settings(base: Settings, name: str, *, settlement: bool = False) -> Settings:
     update: dict[str, Any] = {
-        f"topic_{topic}": f"{name}-{topic.replace('_', '-')}"
-        for topic in (
-            "fills",
-            "credits",
-            "fills_dlq",
-            "wallet_commands",
-            "wallet_events",
-            "settlements",
-        )
+        f"topic_{topic}": f"{name}-{topic.replace('_', '-')}" for topic in base.topics
     }
     update["consumer_group"] = name
     if not settlement:  # see _SETTLEMENT_NOTE
@@ -387,7 +379,7 @@ def _scenario_settings(base: Settings, name: str, *, settlement: bool = False) -
 async def _reset_redis(services: Services, settings: Settings, seed: Seed) -> None:
     """An empty Redis (FLUSHDB when it is ours; only the engine's keys when it is not), then
     the seed."""
-    redis = Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
+    redis = connect(settings)
     try:
         store = RedisStore(redis, depth_limit=settings.attribution_depth_limit)
         if services.embedded:
@@ -548,9 +540,9 @@ async def _plain_pipeline(
     """
     security = settings.aiokafka_security_kwargs()
     metrics = Metrics()
-    redis = Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
+    redis = connect(settings)
     store = RedisStore(redis, depth_limit=settings.attribution_depth_limit)
-    topics = Topics(settings.topic_credits, settings.topic_fills_dlq, settings.topic_wallet_events)
+    topics = output_topics(settings)
     processor = FillProcessor(store, metrics, topics)
     consumer = AIOKafkaConsumer(
         settings.topic_fills,
@@ -629,7 +621,7 @@ def _echo(records: Sequence[Record], topics: Topics) -> BatchResult:
             value = orjson.dumps(
                 {"credit_id": f"{revision}/{n}", "fill": {"revision": revision}, "echo": raw}
             )
-            result.outgoing.append(Outgoing(topics.credits, f"{revision}/{n}".encode(), value))
+            result.credits.append(Outgoing(topics.credits, f"{revision}/{n}".encode(), value))
         if record.timestamp_ms is not None:
             result.timestamps_ms.append(record.timestamp_ms)
     return result

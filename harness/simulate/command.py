@@ -35,13 +35,12 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 from rich.console import Console
 
 from agents.settings import Settings
-from agents.storage.store import RedisStore
+from agents.storage.store import RedisStore, connect
+from agents.topics import ensure_topics
 from engine.seed import SeedError, load_seed
-from harness.embedded import ensure_topics
 from harness.simulate.generator import generate_fills, generate_seed
 
 __all__ = ["PublishStats", "fill_lines", "publish_paced", "register", "write_seed"]
@@ -153,7 +152,7 @@ async def publish_paced(
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `simulate` to the CLI's subparsers (agents/cli.py calls `bridge.register(sub)`)."""
+    """Add `simulate` to the CLI's subparsers (an entry point of `rebate_engine.commands`)."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "simulate",
         help="bridge simulator: publish realistic fills to fills.v1 at N fills/s",
@@ -288,7 +287,7 @@ async def _load_seed(settings: Settings, path: Path, console: Console) -> int:
     except SeedError as exc:  # our own output: a failure here is a bug worth showing
         print(f"error: generated seed does not load: {exc}", file=sys.stderr)
         return 1
-    redis = Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
+    redis = connect(settings)
     try:
         version = await RedisStore(redis).load_seed(seed)
     finally:

@@ -8,14 +8,15 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
-from agents.fills import FillProcessor, Record
+from agents.fills import FillProcessor
+from agents.messages import Record
 from agents.metrics import Metrics
 from agents.storage.store import RedisStore
 from engine.fill import decode_fill
 from engine.ledger import Ledger
 from engine.replay import replay_lines
 from engine.seed import load_seed
-from tests.factories import fill_line, lots
+from tests.factories import TOPICS, fill_line, lots
 
 REAL = sorted(glob.glob("sample/fills/*.fills.jsonl"))
 
@@ -48,7 +49,7 @@ async def test_real_histories_through_redis_match_the_offline_replay(redis: Redi
     lines = _real_lines()
     store = RedisStore(redis)
     await store.load_seed(load_seed("sample/seed.yaml"))
-    processor = FillProcessor(store, Metrics())
+    processor = FillProcessor(store, Metrics(), TOPICS)
     credits = await _run(processor, lines, batch=250)
     assert credits == _offline(lines)
 
@@ -59,10 +60,11 @@ async def test_redelivered_batch_republishes_the_same_credits_and_changes_nothin
     lines = [fill_line(deal=d, volume=lots(1), commission="-6.00", login=900001) for d in range(40)]
     store = RedisStore(redis)
     await store.load_seed(load_seed("sample/seed.yaml"))
-    first = await _run(FillProcessor(store, Metrics()), lines, batch=16)
+    first = await _run(FillProcessor(store, Metrics(), TOPICS), lines, batch=16)
     state = await store.account(900001)
     # A restarted worker (cold cache) gets the same records again after a crash.
-    again = await _run(FillProcessor(store, Metrics()), lines, batch=7)
+    again = await _run(FillProcessor(store, Metrics(), TOPICS), lines, batch=7)
+    assert first, "nothing was credited: the comparison below would pass on empty"
     assert again == first
     assert await store.account(900001) == state
     assert len({orjson.loads(c)["credit_id"] for c in first}) == len(first)
@@ -73,7 +75,7 @@ async def test_stale_cache_is_caught_by_compare_and_set(redis: Redis) -> None:
     # cached wallet state is stale, the Lua check catches it and it recomputes.
     store = RedisStore(redis)
     await store.load_seed(load_seed("sample/seed.yaml"))
-    a, b = FillProcessor(store, Metrics()), FillProcessor(store, Metrics())
+    a, b = FillProcessor(store, Metrics(), TOPICS), FillProcessor(store, Metrics(), TOPICS)
     line = lambda d: fill_line(deal=d, login=900001, commission="-8.00")  # noqa: E731
     await _run(a, [line(1)], 1)
     await _run(b, [line(2)], 1)  # b caches the account after deal 2
@@ -98,8 +100,8 @@ async def test_a_redelivery_publishes_the_stored_credits_not_a_recomputation(
     await store.load_seed(load_seed("sample/seed.yaml"))
     times = {"open_time": "2024-09-01T10:00:00Z", "close_time": "2024-09-01T10:30:00Z"}
     lines = [fill_line(deal=d, login=900001, commission="-6.00", **times) for d in (1, 2, 3)]
-    first = await _run(FillProcessor(store, Metrics()), lines, batch=3)
-    again = await _run(FillProcessor(store, Metrics()), lines[:1], batch=1)
+    first = await _run(FillProcessor(store, Metrics(), TOPICS), lines, batch=3)
+    again = await _run(FillProcessor(store, Metrics(), TOPICS), lines[:1], batch=1)
     covered = [orjson.loads(c) for c in first if orjson.loads(c)["kind"] == "jm_coverage"]
     assert [c["amount"] for c in covered] == ["3.00", "2.00"]
     assert again == [c for c in first if orjson.loads(c)["fill"]["deal"] == 1]

@@ -12,13 +12,14 @@ import pytest
 from redis.asyncio import Redis
 
 import schemas
-from agents.fills import FillProcessor, Outgoing, Record
+from agents.fills import FillProcessor
+from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
 from agents.storage import keys
 from agents.storage.store import RedisStore
 from agents.wallet_commands import WalletCommandHandler
 from engine.seed import parse_seed
-from tests.factories import fill_line, lots
+from tests.factories import TOPICS, fill_line, lots
 
 SEED = """
 effective_from: "2024-01-01T00:00:00Z"
@@ -223,7 +224,7 @@ async def test_granted_bonus_is_unlocked_by_turnover_through_the_fill_processor(
     redis: Redis,
 ) -> None:
     store = await seeded(redis)
-    processor = FillProcessor(store, Metrics())
+    processor = FillProcessor(store, Metrics(), TOPICS)
 
     def fill_records(deal: int) -> list[Record]:  # 1 lot of account 1001, closed 10:10Z
         return [Record(fill_line(deal=deal, login=1001, volume=lots(1)), "fills.v1", 0, deal)]

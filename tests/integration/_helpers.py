@@ -26,10 +26,11 @@ from redis.asyncio import Redis
 
 from agents.settings import Settings
 from agents.storage.store import RedisStore
+from agents.topics import delete_topics_sync, ensure_topics_sync
 from engine.ledger import Ledger
 from engine.replay import replay_lines
 from engine.seed import Seed, parse_seed
-from harness.embedded import ManagedProcess, delete_topics_sync, ensure_topics_sync
+from harness.embedded import ManagedProcess
 from harness.simulate.generator import generate_fills, generate_seed
 from harness.workers import WorkerProcess
 from tests.integration import fixtures

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from agents.settings import Settings
-from harness.embedded import EmbeddedRuntime, delete_topics_sync, ensure_topics_sync
+from agents.topics import delete_topics_sync, ensure_topics_sync
+from harness.embedded import EmbeddedRuntime
 
 log = logging.getLogger(__name__)
 

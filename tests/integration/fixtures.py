@@ -38,11 +38,11 @@ from redis.asyncio import Redis
 
 from agents.settings import Settings
 from agents.storage.store import RedisStore
+from agents.topics import delete_topics_sync, ensure_topics_sync
 from engine.ledger import Ledger
 from engine.replay import ReplayResult, replay_lines
 from engine.rules import Change
 from engine.seed import Seed, parse_seed
-from harness.embedded import delete_topics_sync, ensure_topics_sync
 from harness.workers import WorkerProcess
 
 __all__ = [

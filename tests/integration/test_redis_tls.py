@@ -24,12 +24,14 @@ import redis
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 
-from agents.fills import FillProcessor, Record, Topics
+from agents.fills import FillProcessor
 from agents.logs import JsonFormatter, scrub
+from agents.messages import Record
 from agents.metrics import Metrics
 from agents.settings import Settings
 from agents.storage.store import RedisStore
 from harness.kafka_replay import publish_and_collect
+from tests.factories import TOPICS
 from tests.integration._helpers import (
     deployment,
     load_seed,
@@ -185,14 +187,14 @@ async def test_store_and_processor_settle_over_tls_as_acl_user(
         assert await client.acl_whoami() == USER
         store = RedisStore(client)
         assert await store.load_seed(seed) is not None
-        processor = FillProcessor(store, Metrics(), Topics())
+        processor = FillProcessor(store, Metrics(), TOPICS)
         records = [Record(line, "fills.v1", 0, offset) for offset, line in enumerate(lines)]
         credits = []
         for start in range(0, len(records), 100):
             result = await processor.process(records[start : start + 100])
             credits += [o.value for o in result.outgoing if o.topic == "credits.v1"]
         # Processing the stream again changes nothing and re-emits the stored credits.
-        again = await FillProcessor(store, Metrics(), Topics()).process(records)
+        again = await FillProcessor(store, Metrics(), TOPICS).process(records)
     finally:
         await client.aclose()
     assert credits, "the stream earned no credits"
