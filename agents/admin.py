@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -30,7 +30,7 @@ from agents.settings import Settings
 from agents.storage.codec import iso_z
 from agents.storage.store import RedisStore, connect
 from engine.errors import ConfigError
-from engine.rules import Attribution, Change, RuleBook
+from engine.rules import Attribution, Change, RuleBook, change_refusal
 
 __all__ = ["main", "register"]
 
@@ -73,7 +73,9 @@ def _nonempty(value: str) -> str:
 _Builder = Callable[[argparse.Namespace, RuleBook, datetime], Change]
 
 
-def _need(book: RuleBook, subject: str, ident: str, at: datetime) -> Any:
+def _need(
+    book: RuleBook, subject: Literal["account", "client", "ib", "plan"], ident: str, at: datetime
+) -> object:
     value = book.get(subject, ident, at)
     if value is None:
         what = "login" if subject == "account" else subject
@@ -143,48 +145,6 @@ def _add_client(args: argparse.Namespace, book: RuleBook, at: datetime) -> Chang
     return Change(at, "client", args.client, fields)
 
 
-# -- checking the folded result -----------------------------------------------------------
-
-
-def _check(existing: list[Change], change: Change) -> None:
-    """Refuse a change that makes the rules unfoldable or breaks attribution from `at` on."""
-    try:
-        after = RuleBook([*existing, change])
-    except ConfigError as exc:
-        raise _Refused(str(exc)) from None
-    before = RuleBook(existing)
-    instants = [change.at, *sorted({c.at for c in existing if c.at > change.at})]
-    for at in instants:
-        new_cycle = _ib_cycle(after, at)
-        if new_cycle and new_cycle != _ib_cycle(before, at):
-            raise _Refused(f"would create an IB cycle at {_z(at)}: {new_cycle}")
-        for login in after.subjects("account"):
-            problem = _resolve_problem(after, int(login), at)
-            if problem and problem != _resolve_problem(before, int(login), at):
-                raise _Refused(f"login {login} would not resolve at {_z(at)}: {problem}")
-
-
-def _ib_cycle(book: RuleBook, at: datetime) -> str | None:
-    """The first IB cycle in force at `at` (as `A -> B -> A`), else None."""
-    for ident in book.subjects("ib"):
-        chain = [ident]
-        ib = book.get("ib", ident, at)
-        while ib is not None and ib.parent is not None:
-            if ib.parent in chain:
-                return " -> ".join([*chain[chain.index(ib.parent) :], ib.parent])
-            chain.append(ib.parent)
-            ib = book.get("ib", ib.parent, at)
-    return None
-
-
-def _resolve_problem(book: RuleBook, login: int, at: datetime) -> str | None:
-    try:
-        book.resolve(login, at)
-    except ConfigError as exc:
-        return str(exc)
-    return None
-
-
 # -- show -------------------------------------------------------------------------------------
 
 
@@ -239,7 +199,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         builder: _Builder = args.build
         change = builder(args, book, at)
-        _check(existing, change)
+        refusal = change_refusal(existing, [change])
+        if refusal is not None:
+            raise _Refused(refusal)
         version = await store.append_changes([change])
     except _Refused as exc:
         print(f"error: {exc}; nothing changed", file=sys.stderr)

@@ -14,20 +14,18 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, TypeVar
 
 import orjson
 
 from agents.messages import BatchResult, Outgoing, Record, Topics
 from agents.metrics import Metrics
-from agents.storage import keys
 from agents.storage.codec import credit_json, decode_output, encode_output, encode_standing
-from agents.storage.store import ApplyItem, RedisStore, StaleRules, cents
+from agents.storage.store import ApplyItem, RedisStore, StaleRules
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
 from engine.settle import Settlement, settle
+from engine.settlement import settlement_increments
 from engine.state import AccountState, DealJournal, Output, Standing
 
 __all__ = ["FillProcessor"]
@@ -35,7 +33,6 @@ __all__ = ["FillProcessor"]
 _T = TypeVar("_T")
 _MAX_ROUNDS = 8  # compare-and-set retries for one batch; each round settles at least one item
 _DLQ_MAX_VALUE = 256 * 1024
-_SETTLED_KINDS = frozenset({"ib_commission", "ib_override"})
 
 
 @dataclass
@@ -162,8 +159,9 @@ class FillProcessor:
             if status == "ok" and item.login not in broken:
                 self._accounts[item.login] = (int(payload), item.account)
             elif status == "dup":
-                p.output = decode_output(payload)  # publish exactly what was emitted then
-                p.encoded = {}  # same ids as our recomputation, not necessarily same amounts
+                # Publish exactly what was emitted then: same ids as our recomputation, not
+                # necessarily the same amounts (or the same engine version).
+                p.output, p.encoded = decode_output(payload)
                 p.settlement = _duplicate(p.settlement)
                 broken.add(item.login)
             else:
@@ -211,8 +209,8 @@ class FillProcessor:
                 standing=s.standing,
                 standing_json=encode_standing(s.standing, p.encoded) if s.standing else "",
                 output_json=encode_output(s.output, p.encoded),
-                rewards=tuple((c, cents(d)) for c, d in s.reward_deltas),
-                settlements=_settlement_increments(s),
+                rewards=s.reward_deltas,
+                settlements=settlement_increments(s.credits),
             )
             items.append((item, p))
             accounts[fill.login] = (version + 1, s.account)
@@ -263,28 +261,3 @@ def _duplicate(s: Settlement | None) -> Settlement | None:
     if s is None:
         return None
     return Settlement(s.fill, "duplicate", None, s.output, s.account, s.standing)
-
-
-@lru_cache(maxsize=4096)
-def _hour_of(close_time: str) -> tuple[str, str, int]:
-    """(settle key, hour label, epoch) of a close_time: fills arrive hour by hour, so cached."""
-    hour = datetime.fromisoformat(close_time).replace(minute=0, second=0, microsecond=0)
-    label = hour.strftime("%Y-%m-%dT%H:00:00Z")
-    return keys.SETTLE_HOUR.format(hour=label), label, int(hour.astimezone(UTC).timestamp())
-
-
-def _settlement_increments(s: Settlement) -> tuple[tuple[str, str, int, int, str, int], ...]:
-    """(hour key, ib, cents, count delta, hour, epoch) for each IB commission credit."""
-    out = []
-    for c in s.credits:
-        kind = c.basis.get("reversed_kind", c.kind) if c.kind == "reversal" else c.kind
-        if kind in _SETTLED_KINDS and c.beneficiary_type == "ib":
-            delta = -1 if c.kind == "reversal" else 1
-            # A reversal belongs to the hour of the credit it reverses, so an update that
-            # moves a deal's close time never shifts money between settled hours.
-            closed = (
-                c.basis["reversed_close_time"] if c.kind == "reversal" else c.fill["close_time"]
-            )
-            key, label, epoch = _hour_of(closed)
-            out.append((key, c.beneficiary_id, cents(c.amount), delta, label, epoch))
-    return tuple(out)

@@ -39,9 +39,10 @@ from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
 from agents.storage import keys
 from agents.storage.codec import decode_account, encode_account
-from agents.storage.store import RedisStore, cents
+from agents.storage.store import RedisStore
 from engine import __version__
 from engine.credits import WalletEvent
+from engine.money import cents
 from engine.state import AccountState
 from engine.wallet import decide_allocation, decide_bonus_grant
 

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, Literal, get_args
 
 from engine.bonus import add_turnover, remove_turnover, turnover_lots
 from engine.commission import Override, gross_commission, rebate_rate, split, upline_overrides
 from engine.costs import costs_of
-from engine.credits import Credit, WalletEvent, credit_id, fill_ref
+from engine.credits import Credit, Kind, WalletEvent, credit_id, fill_ref
 from engine.eligibility import withheld_reason
 from engine.fill import Fill
 from engine.loyalty import accrual, take_coverage
@@ -32,9 +32,10 @@ from engine.state import (
     Standing,
 )
 
-__all__ = ["OUTCOMES", "Settlement", "settle"]
+__all__ = ["OUTCOMES", "Outcome", "Settlement", "settle"]
 
-OUTCOMES = ("credited", "not_earning", "ignored", "duplicate")
+Outcome = Literal["credited", "not_earning", "ignored", "duplicate"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ class Settlement:
     """
 
     fill: Fill
-    outcome: str
+    outcome: Outcome
     reason: str | None
     output: Output
     account: AccountState
@@ -92,7 +93,7 @@ def settle(
             deltas.append((standing.effects.accrual_client, -standing.effects.accrual))
     if fill.event == "delete":
         reason = None if credits else "nothing_to_reverse"
-        outcome = "credited" if credits else "not_earning"
+        outcome: Outcome = "credited" if credits else "not_earning"
         return Settlement(
             fill, outcome, reason, Output(tuple(credits)), account, None, tuple(deltas)
         )
@@ -134,7 +135,7 @@ def _earn(
     reason: str | None = None
 
     def credit(
-        kind: str, beneficiary: tuple[str, str], amount: Decimal, currency: str,
+        kind: Kind, beneficiary: tuple[str, str], amount: Decimal, currency: str,
         basis: Callable[[], dict[str, Any]],
     ) -> None:  # fmt: skip
         # SPEC 4.9: zero credits are not emitted. The basis (with its formula text) is built

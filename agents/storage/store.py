@@ -27,11 +27,13 @@ from agents.storage.codec import (
     encode_account,
     encode_change,
 )
+from engine.money import cents
 from engine.rules import Change, RuleBook
 from engine.seed import Seed
+from engine.settlement import HourIncrement
 from engine.state import AccountState, Standing
 
-__all__ = ["ApplyItem", "RedisStore", "StaleRules", "cents", "connect", "load_seed_into"]
+__all__ = ["ApplyItem", "RedisStore", "StaleRules", "connect", "load_seed_into"]
 
 _APPLY = resources.files("agents.storage").joinpath("apply.lua").read_text(encoding="utf-8")
 
@@ -68,9 +70,8 @@ class ApplyItem:
     standing: Standing | None
     standing_json: str
     output_json: str
-    rewards: tuple[tuple[str, int], ...]  # (client, cents)
-    settlements: tuple[tuple[str, str, int, int, str, int], ...]
-    # (hour key, ib, cents, count delta, hour, hour epoch)
+    rewards: tuple[tuple[str, Decimal], ...]  # (client, amount)
+    settlements: tuple[HourIncrement, ...]
 
     def to_arg(self) -> bytes:
         return orjson.dumps(
@@ -84,8 +85,18 @@ class ApplyItem:
                 "ns": self.standing_json,
                 "nsr": self.standing.revision if self.standing else "",
                 "o": self.output_json,
-                "w": [[keys.REWARD.format(client=c), cents] for c, cents in self.rewards],
-                "s": [list(s) for s in self.settlements],
+                "w": [[keys.REWARD.format(client=c), cents(a)] for c, a in self.rewards],
+                "s": [
+                    [
+                        keys.SETTLE_HOUR.format(hour=s.hour),
+                        s.ib,
+                        cents(s.amount),
+                        s.delta,
+                        s.hour,
+                        s.epoch,
+                    ]
+                    for s in self.settlements
+                ],
             }
         )
 
@@ -211,18 +222,9 @@ class RedisStore:
             raise StaleRules(_text(reply[1]))
         return [(_text(reply[i]), _text(reply[i + 1])) for i in range(1, len(reply), 2)]
 
-    async def reward_balance(self, client: str) -> Decimal:
-        raw = await self.redis.get(keys.REWARD.format(client=client))
-        return Decimal(int(raw or 0)) / 100
-
     async def account(self, login: int) -> tuple[int, AccountState]:
         v, s = await self.redis.hmget(keys.ACCOUNT.format(login=login), "v", "s")
         return int(v or 0), decode_account(login, s)
-
-
-def cents(amount: Decimal) -> int:
-    """Whole cents of an amount already rounded to the cent."""
-    return int(amount.scaleb(2).to_integral_value())
 
 
 def _text(value: Any) -> str:

@@ -6,6 +6,7 @@ import glob
 from pathlib import Path
 
 import orjson
+import pytest
 from redis.asyncio import Redis
 
 from agents.fills import FillProcessor
@@ -105,3 +106,19 @@ async def test_a_redelivery_publishes_the_stored_credits_not_a_recomputation(
     covered = [orjson.loads(c) for c in first if orjson.loads(c)["kind"] == "jm_coverage"]
     assert [c["amount"] for c in covered] == ["3.00", "2.00"]
     assert again == [c for c in first if orjson.loads(c)["fill"]["deal"] == 1]
+
+
+async def test_a_redelivery_publishes_the_stored_bytes_even_after_an_upgrade(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The credits a fill emitted are part of the journal; a worker of a newer engine version
+    # that gets the fill again publishes them as they were, old engine_version included.
+    store = RedisStore(redis)
+    await store.load_seed(load_seed("sample/seed.yaml"))
+    lines = [fill_line(deal=1, login=900001, volume=lots(1), commission="-6.00")]
+    first = await _run(FillProcessor(store, Metrics(), TOPICS), lines, batch=1)
+    monkeypatch.setattr("agents.storage.codec.__version__", "99.0.0")
+    again = await _run(FillProcessor(store, Metrics(), TOPICS), lines, batch=1)
+    assert first, "nothing was credited: the comparison below would pass on empty"
+    assert again == first
+    assert {orjson.loads(c)["engine_version"] for c in again} != {"99.0.0"}
