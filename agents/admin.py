@@ -24,11 +24,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from agents.settings import Settings
 from agents.storage.codec import iso_z
-from agents.storage.store import RedisStore, connect
+from agents.storage.store import UNAVAILABLE, RedisStore, connect
 from engine.errors import ConfigError
 from engine.rules import Attribution, Change, RuleBook, change_refusal
 
@@ -224,7 +223,7 @@ def _handle(args: argparse.Namespace) -> int:
         return 2
     try:
         return asyncio.run(_run(args, settings))
-    except (RedisError, OSError) as exc:
+    except UNAVAILABLE as exc:
         print(f"error: Redis at REDIS_URL did not answer: {exc}", file=sys.stderr)
         return 1
 

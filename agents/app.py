@@ -22,15 +22,13 @@ import faust
 from faust.exceptions import ConsumerNotStarted
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from agents.fills import FillProcessor
 from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
 from agents.settings import Settings
 from agents.settlement import HourlySettlement
-from agents.storage.store import RedisStore, connect
+from agents.storage.store import UNAVAILABLE, RedisStore, connect
 from agents.topics import output_topics
 from agents.transport import configure_app, faust_app_kwargs
 from agents.wallet_commands import WalletCommandHandler, WalletConflict
@@ -53,7 +51,6 @@ class Engine:
 
     settings: Settings
     app: faust.App
-    redis: Redis
     store: RedisStore
     processor: FillProcessor
     metrics: Metrics
@@ -94,7 +91,7 @@ class Engine:
         not acked meanwhile, so Faust stops fetching once its buffer is full.
         """
         delay = _RETRY_FIRST_S
-        errors: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError, *retry_on)
+        errors: tuple[type[Exception], ...] = (*UNAVAILABLE, *retry_on)
         while True:
             try:
                 result = await work()
@@ -145,8 +142,8 @@ class Engine:
     async def readiness(self) -> dict[str, Any]:
         assigned = len([tp for tp in self._assignment() if tp.topic == self.settings.topic_fills])
         try:
-            redis_ok = bool(await asyncio.wait_for(self.redis.ping(), timeout=1.0))
-        except (RedisError, OSError, TimeoutError):
+            redis_ok = await asyncio.wait_for(self.store.ping(), timeout=1.0)
+        except UNAVAILABLE:
             redis_ok = False
         return {
             "partitions_assigned": assigned,
@@ -206,10 +203,9 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
         stream_buffer_maxsize=max(4 * settings.batch_max, 4096),
     )
     configure_app(app, settings)
-    redis = connect(settings)
-    store = RedisStore(redis, depth_limit=settings.attribution_depth_limit)
+    store = RedisStore(connect(settings), depth_limit=settings.attribution_depth_limit)
     processor = FillProcessor(store, metrics, output_topics(settings))
-    engine = Engine(settings, app, redis, store, processor, metrics)
+    engine = Engine(settings, app, store, processor, metrics)
     for name, topic in settings.topics.items():
         engine.topics[name] = app.topic(topic, key_serializer="raw", value_serializer="raw")
 
@@ -268,7 +264,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
             out = await settlement.flush(datetime.now(UTC))
             await engine.publish(out)
             await settlement.confirm(out)  # unconfirmed events are published again later
-        except (RedisError, OSError, TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("hourly settlement: trying again next tick: %s", exc)
 
     return engine

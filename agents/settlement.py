@@ -27,16 +27,13 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from importlib import resources
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 import schemas
 from agents.messages import Outgoing
 from agents.metrics import Metrics
-from agents.storage import keys
 from agents.storage.store import RedisStore
 from engine import __version__
 
@@ -44,7 +41,6 @@ __all__ = ["HourlySettlement", "settlement_id"]
 
 log = logging.getLogger("rebate.settlement")
 
-_SCRIPT = resources.files("agents.storage").joinpath("settle.lua").read_text(encoding="utf-8")
 _HOUR_S = 3600
 
 
@@ -57,7 +53,7 @@ def settlement_id(ib: str, hour: str, sequence: int) -> str:
 class HourlySettlement:
     def __init__(
         self,
-        store_or_redis: RedisStore | Redis,
+        store: RedisStore,
         metrics: Metrics,
         topic: str,
         grace_s: float = 60.0,
@@ -66,16 +62,13 @@ class HourlySettlement:
         max_hours: int = 100,
         max_records: int = 1000,
     ) -> None:
-        self.redis: Redis = (
-            store_or_redis.redis if isinstance(store_or_redis, RedisStore) else store_or_redis
-        )
+        self.store = store
         self.metrics = metrics
         self.topic = topic
         self.grace_s = grace_s
         self.lease_s = lease_s
         self.max_hours = max_hours
         self.max_records = max_records
-        self._script = self.redis.register_script(_SCRIPT)
         self._claimed: dict[bytes, bytes] = {}  # published value -> outbox record
 
     async def flush(self, now: datetime) -> list[Outgoing]:
@@ -84,19 +77,12 @@ class HourlySettlement:
         Publish them, then call `confirm` with them; unconfirmed ones come back after the lease.
         """
         now_s = now.timestamp()
-        cutoff = now_s - _HOUR_S - self.grace_s
-        hours = [
-            _text(h)
-            for h in await self.redis.zrangebyscore(
-                keys.SETTLE_DIRTY, "-inf", cutoff, start=0, num=self.max_hours
-            )
-        ]
-        hour_keys: list[str] = []
-        for hour in hours:
-            hour_keys += [keys.SETTLE_HOUR.format(hour=hour), keys.SETTLE_EMITTED.format(hour=hour)]
-        claimed: list[bytes] = await self._script(
-            keys=[keys.SETTLE_DIRTY, keys.SETTLE_OUTBOX, *hour_keys],
-            args=[repr(cutoff), repr(now_s), repr(now_s + self.lease_s), self.max_records, *hours],
+        claimed = await self.store.claim_settlements(
+            now_s - _HOUR_S - self.grace_s,
+            now_s,
+            now_s + self.lease_s,
+            self.max_hours,
+            self.max_records,
         )
         records = [(orjson.loads(raw), raw) for raw in claimed]
         records.sort(key=lambda r: (r[0][1], r[0][0], int(r[0][2])))  # hour, IB, sequence
@@ -107,7 +93,7 @@ class HourlySettlement:
                 # Published anyway: dropping it would lose money; the log says what is off.
                 log.error("settlement %s breaks settlement.v1: %s", event, errors[0].message)
             value = orjson.dumps(event)
-            self._claimed[value] = _bytes(raw)
+            self._claimed[value] = raw
             out.append(Outgoing(self.topic, ib.encode(), value))
             self.metrics.settlements.labels(event["event"]).inc()
         return out
@@ -115,8 +101,7 @@ class HourlySettlement:
     async def confirm(self, outgoing: Sequence[Outgoing]) -> None:
         """The broker acknowledged these events: take them out of the outbox for good."""
         records = [r for o in outgoing if (r := self._claimed.pop(o.value, None)) is not None]
-        if records:
-            await self.redis.zrem(keys.SETTLE_OUTBOX, *records)
+        await self.store.confirm_settlements(records)
 
 
 def _event(ib: str, hour: str, seq: int, amount_cents: int, count: int) -> dict[str, Any]:
@@ -135,11 +120,3 @@ def _event(ib: str, hour: str, seq: int, amount_cents: int, count: int) -> dict[
         event["sequence"] = seq
     event["engine_version"] = __version__
     return event
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()

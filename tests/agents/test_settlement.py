@@ -150,7 +150,7 @@ async def test_two_workers_flushing_at_once_emit_each_settlement_once(redis: Red
     store = await seeded(redis)
     await settle_fills(store, fill(1, "10:10"), fill(2, "10:30"))
     a = HourlySettlement(RedisStore(redis), Metrics(), "settlements", GRACE_S)
-    b = HourlySettlement(redis, Metrics(), "settlements", GRACE_S)
+    b = HourlySettlement(RedisStore(redis), Metrics(), "settlements", GRACE_S)
     out_a, out_b = await asyncio.gather(a.flush(CLOSED), b.flush(CLOSED))
     assert sorted(summary(out_a + out_b)) == [
         ("ib_settlement", "IB-1", "16.00", 2),

@@ -172,7 +172,7 @@ async def test_a_balance_moved_between_read_and_write_is_caught_and_decided_agai
 ) -> None:
     store = await seeded(redis)
     handler = WalletCommandHandler(store, Metrics())
-    read = handler._snapshot
+    read = store.wallet_snapshot
     calls = 0
 
     async def snapshot_then_accrue(*args: Any) -> Any:
@@ -183,7 +183,7 @@ async def test_a_balance_moved_between_read_and_write_is_caught_and_decided_agai
             await redis.incrby(keys.REWARD.format(client="C-1"), 500)
         return result
 
-    handler._snapshot = snapshot_then_accrue  # type: ignore[method-assign, assignment]
+    store.wallet_snapshot = snapshot_then_accrue  # type: ignore[method-assign]
     [event] = events(await handler.handle(records(allocate(amount="12.50"))))
     assert calls == 2  # conflict, then read and decide again
     assert event["reward_jm_balance"] == "22.50"
