@@ -22,12 +22,9 @@ settled is not reported.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
 
 import orjson
 
@@ -36,18 +33,13 @@ from agents.messages import Outgoing
 from agents.metrics import Metrics
 from agents.storage.store import RedisStore
 from engine import __version__
+from engine.settlement import settlement_event
 
-__all__ = ["HourlySettlement", "settlement_id"]
+__all__ = ["HourlySettlement"]
 
 log = logging.getLogger("rebate.settlement")
 
 _HOUR_S = 3600
-
-
-def settlement_id(ib: str, hour: str, sequence: int) -> str:
-    """Deterministic: sequence 0 is the IB-hour's ib_settlement, 1.. its adjustments."""
-    key = f"{ib}|{hour}|{sequence}"
-    return "st_" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
 class HourlySettlement:
@@ -88,7 +80,7 @@ class HourlySettlement:
         records.sort(key=lambda r: (r[0][1], r[0][0], int(r[0][2])))  # hour, IB, sequence
         out: list[Outgoing] = []
         for (ib, hour, seq, amount, count), raw in records:
-            event = _event(ib, hour, int(seq), int(amount), int(count))
+            event = settlement_event(ib, hour, int(seq), int(amount), int(count), __version__)
             if errors := list(schemas.iter_errors("settlement.v1", event)):
                 # Published anyway: dropping it would lose money; the log says what is off.
                 log.error("settlement %s breaks settlement.v1: %s", event, errors[0].message)
@@ -102,21 +94,3 @@ class HourlySettlement:
         """The broker acknowledged these events: take them out of the outbox for good."""
         records = [r for o in outgoing if (r := self._claimed.pop(o.value, None)) is not None]
         await self.store.confirm_settlements(records)
-
-
-def _event(ib: str, hour: str, seq: int, amount_cents: int, count: int) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "schema": "settlement.v1",
-        "event": "ib_settlement" if seq == 0 else "ib_settlement_adjustment",
-        "settlement_id": settlement_id(ib, hour, seq),
-        "ib": ib,
-        "hour": hour,
-        "amount": f"{Decimal(amount_cents).scaleb(-2):.2f}",
-        "count": count,
-        "currency": "USD",
-    }
-    if seq:
-        event["adjusts"] = settlement_id(ib, hour, 0)
-        event["sequence"] = seq
-    event["engine_version"] = __version__
-    return event

@@ -13,10 +13,11 @@ import schemas
 from agents.fills import FillProcessor
 from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
-from agents.settlement import HourlySettlement, settlement_id
+from agents.settlement import HourlySettlement
 from agents.storage import keys
 from agents.storage.store import RedisStore
 from engine.seed import parse_seed
+from engine.settlement import settlement_id
 from tests.factories import TOPICS, fill_line, lots
 
 # IB-1 earns 10 USD/lot and passes 20% to its client: an 8.00 ib_commission per lot.

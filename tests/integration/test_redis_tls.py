@@ -33,13 +33,13 @@ from agents.storage.store import RedisStore
 from harness.kafka_replay import publish_and_collect
 from tests.factories import TOPICS
 from tests.integration._helpers import (
-    deployment,
     load_seed,
     offline_credits,
     server,
     simulated,
     wait_ready,
 )
+from tests.integration.fixtures import deploy
 
 REDIS_SERVER = shutil.which("redis-server")
 OPENSSL = shutil.which("openssl")
@@ -306,11 +306,17 @@ async def test_worker_credits_fills_over_tls(
         )
     }
     seed, lines = simulated(accounts=30, fills=120, rng_seed=5)
-    with deployment(
-        settings, tmp_path, redis_db=None, flush=False, topic_partitions=2, **redis_fields
+    with deploy(
+        settings,
+        "redis-tls",
+        tmp_path,
+        own_redis_db=False,
+        flush=False,
+        topic_partitions=2,
+        **redis_fields,
     ) as dep:
         await load_seed(dep.settings, seed)
-        worker = dep.worker()
+        worker = dep.start_worker(wait=False)
         await asyncio.to_thread(wait_ready, worker)
         state = worker.readiness()
         collected = await publish_and_collect(dep.settings, lines, timeout_s=60)
