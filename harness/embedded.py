@@ -67,6 +67,7 @@ __all__ = [
     "EmbeddedRuntime",
     "EmbeddedRuntimeError",
     "ManagedProcess",
+    "answers_ping",
     "redis_server_binary",
     "services_for",
     "tansu_binary",
@@ -279,7 +280,13 @@ class ManagedProcess:
 
 
 def _redis_ready(port: int) -> bool:
-    client = redis.Redis(host=_LOOPBACK, port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return answers_ping(
+        redis.Redis(host=_LOOPBACK, port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    )
+
+
+def answers_ping(client: redis.Redis) -> bool:
+    """Whether a Redis answers PING (for readiness probes); the client is closed after."""
     try:
         return bool(client.ping())
     except redis.RedisError:

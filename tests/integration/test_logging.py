@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 
 from agents.settings import Settings
 from engine.seed import parse_seed
-from harness.embedded import ManagedProcess
+from harness.embedded import ManagedProcess, answers_ping
 from harness.kafka_replay import Collected, publish_and_collect
 from harness.workers import WorkerProcess, settings_env
 from tests.factories import fill_line
@@ -146,13 +146,7 @@ class Run:
 
 
 def _ping(port: int) -> bool:
-    client = redis.Redis(port=port, password=PASSWORD, socket_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
+    return answers_ping(redis.Redis(port=port, password=PASSWORD, socket_timeout=0.5))
 
 
 async def _scenario(settings: Settings, rdb: ManagedProcess, log_dir: Path, level: str) -> Run:

@@ -30,6 +30,7 @@ from agents.messages import Record
 from agents.metrics import Metrics
 from agents.settings import Settings
 from agents.storage.store import RedisStore
+from harness.embedded import answers_ping
 from harness.kafka_replay import publish_and_collect
 from tests.factories import TOPICS
 from tests.integration._helpers import (
@@ -108,12 +109,7 @@ def _ping_tls(port: int, certs: Certs) -> bool:
         ssl_certfile=str(certs.client_cert), ssl_keyfile=str(certs.client_key),
         username=USER, password=PASSWORD, socket_timeout=0.5, socket_connect_timeout=0.5,
     )  # fmt: skip
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
+    return answers_ping(client)
 
 
 def _tls_redis(tmp: Path, certs: Certs, auth_clients: str) -> Iterator[int]:
