@@ -64,9 +64,7 @@ class _Decision:
 
 
 class WalletCommandHandler:
-    def __init__(
-        self, store: RedisStore, metrics: Metrics, events_topic: str = "wallet-events.v1"
-    ) -> None:
+    def __init__(self, store: RedisStore, metrics: Metrics, events_topic: str) -> None:
         self.store = store
         self.metrics = metrics
         self.events_topic = events_topic

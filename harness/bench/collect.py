@@ -14,7 +14,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.settings import Settings
-from agents.topics import delete_topics, ensure_topics
+from agents.topics import delete_topics, ensure_topics, partitions
 from harness.bench.config import CLK_TCK, MAX
 from harness.bench.profile import py_spy
 from harness.bench.stats import Observed, Scenario, summarize
@@ -138,7 +138,7 @@ async def run_scenario(
 ) -> Scenario:
     run = f"bench-{uuid.uuid4().hex[:6]}-{system_name}-{load or MAX}-{repeat}"
     settings = scenario_settings(services.settings, run, settlement=settlement)
-    topics = dict.fromkeys(settings.topics.values(), settings.topic_partitions)
+    topics = partitions(settings)
     await ensure_topics(settings, topics)
     await reset_redis(services, settings, workload.seed)
     observed = Observed(n, [math.nan] * n)

@@ -128,22 +128,18 @@ def plot(results: dict[str, Any], path: Path) -> None:
         engine_rate, color="gray", linestyle="-.", label=f"engine only {engine_rate:,.0f}/s"
     )
     left.axhline(50, color="red", linewidth=0.8, alpha=0.5, label="50 ms")
-    left.set(
-        xlabel="sustained fills/s",
-        ylabel="fill-to-credit latency, ms",
-        title="latency vs throughput (fixed offered loads; dotted: max drain rate)",
-    )
-    left.set_yscale("log")
-    left.legend(fontsize=8)
-    left.grid(True, which="both", alpha=0.3)
-    right.set(
-        xlabel="seconds into the run",
-        ylabel="fill-to-credit latency, ms",
-        title="latency per second at 1,000 fills/s",
-    )
-    right.set_yscale("log")
-    right.legend(fontsize=8)
-    right.grid(True, which="both", alpha=0.3)
+    for axes, xlabel, title in (
+        (
+            left,
+            "sustained fills/s",
+            "latency vs throughput (fixed offered loads; dotted: max drain rate)",
+        ),
+        (right, "seconds into the run", "latency per second at 1,000 fills/s"),
+    ):
+        axes.set(xlabel=xlabel, ylabel="fill-to-credit latency, ms", title=title)
+        axes.set_yscale("log")
+        axes.legend(fontsize=8)
+        axes.grid(True, which="both", alpha=0.3)
     machine = results["machine"]
     fig.suptitle(f"rebate-engine bench, {machine['cores']} cores, {machine['cpu']}", fontsize=10)
     fig.tight_layout()

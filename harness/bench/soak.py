@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.settings import Settings
-from agents.topics import delete_topics, ensure_topics
+from agents.topics import delete_topics, ensure_topics, partitions
 from engine.seed import Seed, load_seed
 from harness.bench.collect import proc_cpu_s, rss_kb
 from harness.bench.config import FILLS_START, BenchConfig
@@ -116,7 +116,7 @@ async def _soak(
     run = f"soak-{uuid.uuid4().hex[:6]}"
     # The soak keeps the settlement timer: its state is part of what must not grow.
     settings = scenario_settings(services.settings, run, settlement=True)
-    topics = dict.fromkeys(settings.topics.values(), settings.topic_partitions)
+    topics = partitions(settings)
     await ensure_topics(settings, topics)
     await reset_redis(services, settings, seed)
     system = FaustSystem(settings, logs / f"{run}.log")
