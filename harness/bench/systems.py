@@ -140,7 +140,8 @@ class FaustSystem:
 
 
 class PlainSystem:
-    """`_plain_pipeline` in a subprocess, configured through the environment like the worker.
+    """The plain pipeline (harness/bench/plain.py) in a subprocess, configured through the
+    environment like the worker.
 
     `echo=True` runs the same loop with the engine replaced by one message per fill (the broker
     and client floor)."""
