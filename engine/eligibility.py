@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from engine.fill import Fill
 from engine.rules import Account, Ib, Plan
 
-__all__ = ["withheld_reason"]
+__all__ = ["Withheld", "withheld_reason"]
+
+Withheld = Literal["ib_inactive", "min_hold", "min_points", "self_trade"]
 
 
-def withheld_reason(fill: Fill, account: Account, ib: Ib, plan: Plan) -> str | None:
+def withheld_reason(fill: Fill, account: Account, ib: Ib, plan: Plan) -> Withheld | None:
     """Why the IB commission is not paid for this fill, or None when it is.
 
     - min_hold: held less than plan.min_hold_seconds (close_time - open_time);

@@ -17,7 +17,7 @@ from engine.bonus import add_turnover, remove_turnover, turnover_lots
 from engine.commission import Override, gross_commission, rebate_rate, split, upline_overrides
 from engine.costs import costs_of
 from engine.credits import Credit, Kind, WalletEvent, credit_id, fill_ref
-from engine.eligibility import withheld_reason
+from engine.eligibility import Withheld, withheld_reason
 from engine.fill import Fill
 from engine.loyalty import accrual, take_coverage
 from engine.money import ZERO, fmt
@@ -32,10 +32,21 @@ from engine.state import (
     Standing,
 )
 
-__all__ = ["OUTCOMES", "Outcome", "Settlement", "settle"]
+__all__ = ["OUTCOMES", "Outcome", "Reason", "Settlement", "settle"]
 
 Outcome = Literal["credited", "not_earning", "ignored", "duplicate"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+Reason = (
+    Literal[
+        "entry_in",
+        "nothing_to_reverse",
+        "unknown_login",
+        "demo_account",
+        "zero_amounts",
+        "no_plan_rule",
+    ]
+    | Withheld
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +65,7 @@ class Settlement:
 
     fill: Fill
     outcome: Outcome
-    reason: str | None
+    reason: Reason | None
     output: Output
     account: AccountState
     standing: Standing | None
@@ -92,7 +103,7 @@ def settle(
         if standing.effects.accrual_client and standing.effects.accrual:
             deltas.append((standing.effects.accrual_client, -standing.effects.accrual))
     if fill.event == "delete":
-        reason = None if credits else "nothing_to_reverse"
+        reason: Reason | None = None if credits else "nothing_to_reverse"
         outcome: Outcome = "credited" if credits else "not_earning"
         return Settlement(
             fill, outcome, reason, Output(tuple(credits)), account, None, tuple(deltas)
@@ -129,10 +140,10 @@ def settle(
 
 def _earn(
     fill: Fill, ref: dict[str, Any], book: RuleBook, attr: Attribution, account: AccountState
-) -> tuple[list[Credit], str | None, Effects, AccountState, list[WalletEvent]]:
+) -> tuple[list[Credit], Reason | None, Effects, AccountState, list[WalletEvent]]:
     costs = costs_of(fill)
     credits: list[Credit] = []
-    reason: str | None = None
+    reason: Reason | None = None
 
     def credit(
         kind: Kind, beneficiary: tuple[str, str], amount: Decimal, currency: str,
