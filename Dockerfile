@@ -1,5 +1,9 @@
-# The rebate engine image. One image, every CLI command:
-#   docker run IMAGE worker | topics | seed FILE | replay ... | simulate --rate N --accounts M
+# The rebate engine image: the worker and the production commands, nothing else.
+#   docker run IMAGE worker | topics | seed FILE | admin ...
+# It holds engine/, agents/ and schemas/ only: the tools (harness/: replay, simulate, bench,
+# demo, the embedded runtime) are never in it. `--target tools` builds the same image plus the
+# tools, for the compose file's simulator:
+#   docker run TOOLS_IMAGE simulate --rate N --accounts M
 # Configuration comes from the environment only (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, REBATE_*).
 
 # Pinned minor + Debian release; bump deliberately (the tests check the base stays 3.11-slim).
@@ -32,8 +36,14 @@ COPY schemas ./schemas
 RUN /opt/rebate-engine/bin/pip install --no-deps . \
  && /opt/rebate-engine/bin/rebate-engine --help >/dev/null
 
+# --- build-tools: the same virtualenv plus harness/ ---------------------------------------------
+FROM build AS build-tools
+COPY harness ./harness
+RUN /opt/rebate-engine/bin/pip install --no-deps . \
+ && /opt/rebate-engine/bin/rebate-engine simulate --help >/dev/null
+
 # --- runtime -----------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE}
+FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="rebate-engine" \
       org.opencontainers.image.description="Real-time IB commission, client rebate and JM USD loyalty engine" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -45,7 +55,6 @@ RUN groupadd --system --gid 10001 rebate \
  && useradd --system --uid 10001 --gid rebate --home-dir /var/lib/rebate-engine \
             --shell /usr/sbin/nologin rebate \
  && install -d -o rebate -g rebate -m 0750 /var/lib/rebate-engine
-COPY --from=build /opt/rebate-engine /opt/rebate-engine
 # Faust keeps its local data directory under the working directory: it must be writable.
 WORKDIR /var/lib/rebate-engine
 USER rebate:rebate
@@ -55,3 +64,11 @@ EXPOSE 6066
 # SIGTERM reaches it and it can stop fetching, finish in-flight work, commit and leave the group.
 ENTRYPOINT ["rebate-engine"]
 CMD ["worker"]
+
+# --- tools: the runtime with harness/ (`docker build --target tools`) -------------------------
+FROM runtime AS tools
+COPY --from=build-tools /opt/rebate-engine /opt/rebate-engine
+
+# --- worker (the default target, last): the runtime with engine/, agents/, schemas/ only -------
+FROM runtime AS worker
+COPY --from=build /opt/rebate-engine /opt/rebate-engine

@@ -24,16 +24,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from agents.codec import iso_z
 from agents.settings import Settings
-from agents.store import RedisStore
+from agents.storage.codec import iso_z
+from agents.storage.store import UNAVAILABLE, RedisStore, connect
 from engine import changes
 from engine.errors import ConfigError
 from engine.payouts import PERIODS
-from engine.rules import Attribution, Change, RuleBook
+from engine.rules import Attribution, Change, RuleBook, change_refusal
 
 __all__ = ["main", "register"]
 
@@ -129,48 +127,6 @@ def _add_client(args: argparse.Namespace, book: RuleBook, at: datetime) -> Chang
     return changes.add_client(book, at, args.client, verified=args.verified, ib=args.ib)
 
 
-# -- checking the folded result -----------------------------------------------------------
-
-
-def _check(existing: list[Change], change: Change) -> None:
-    """Refuse a change that makes the rules unfoldable or breaks attribution from `at` on."""
-    try:
-        after = RuleBook([*existing, change])
-    except ConfigError as exc:
-        raise _Refused(str(exc)) from None
-    before = RuleBook(existing)
-    instants = [change.at, *sorted({c.at for c in existing if c.at > change.at})]
-    for at in instants:
-        new_cycle = _ib_cycle(after, at)
-        if new_cycle and new_cycle != _ib_cycle(before, at):
-            raise _Refused(f"would create an IB cycle at {_z(at)}: {new_cycle}")
-        for login in after.subjects("account"):
-            problem = _resolve_problem(after, int(login), at)
-            if problem and problem != _resolve_problem(before, int(login), at):
-                raise _Refused(f"login {login} would not resolve at {_z(at)}: {problem}")
-
-
-def _ib_cycle(book: RuleBook, at: datetime) -> str | None:
-    """The first IB cycle in force at `at` (as `A -> B -> A`), else None."""
-    for ident in book.subjects("ib"):
-        chain = [ident]
-        ib = book.get("ib", ident, at)
-        while ib is not None and ib.parent is not None:
-            if ib.parent in chain:
-                return " -> ".join([*chain[chain.index(ib.parent) :], ib.parent])
-            chain.append(ib.parent)
-            ib = book.get("ib", ib.parent, at)
-    return None
-
-
-def _resolve_problem(book: RuleBook, login: int, at: datetime) -> str | None:
-    try:
-        book.resolve(login, at)
-    except ConfigError as exc:
-        return str(exc)
-    return None
-
-
 # -- show -------------------------------------------------------------------------------------
 
 
@@ -204,7 +160,7 @@ def _describe(login: int, at: datetime, a: Attribution) -> str:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     at: datetime = args.at or datetime.now(UTC)
-    redis = Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
+    redis = connect(settings)
     try:
         store = RedisStore(redis, depth_limit=settings.attribution_depth_limit)
         existing = await store.rule_changes()
@@ -225,7 +181,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         builder: _Builder = args.build
         change = builder(args, book, at)
-        _check(existing, change)
+        refusal = change_refusal(existing, [change])
+        if refusal is not None:
+            raise _Refused(refusal)
         version = await store.append_changes([change])
     except (_Refused, changes.ChangeRefused) as exc:
         print(f"error: {exc}; nothing changed", file=sys.stderr)
@@ -248,7 +206,7 @@ def _handle(args: argparse.Namespace) -> int:
         return 2
     try:
         return asyncio.run(_run(args, settings))
-    except (RedisError, OSError) as exc:
+    except UNAVAILABLE as exc:
         print(f"error: Redis at REDIS_URL did not answer: {exc}", file=sys.stderr)
         return 1
 

@@ -1,6 +1,6 @@
 """The Faust application: topics, the fills agent, timers and the HTTP views.
 
-The agents are thin loops (STYLE): take a batch, hand it to `FillProcessor` (agents/pipeline.py),
+The agents are thin loops (STYLE): take a batch, hand it to `FillProcessor` (agents/fills.py),
 publish what it returns, wait for the broker to acknowledge, then ack the batch so its offsets
 can be committed (SPEC 7: offsets only move after the credits are safe).
 """
@@ -22,14 +22,14 @@ import faust
 from faust.exceptions import ConsumerNotStarted
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from agents.fills import FillProcessor
+from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
-from agents.pipeline import FillProcessor, Outgoing, Record, Topics
 from agents.settings import Settings
 from agents.settlement import HourlySettlement
-from agents.store import RedisStore
+from agents.storage.store import UNAVAILABLE, RedisStore, connect
+from agents.topics import output_topics
 from agents.transport import configure_app, faust_app_kwargs
 from agents.wallet_commands import WalletCommandHandler, WalletConflict
 from engine import __version__
@@ -51,7 +51,6 @@ class Engine:
 
     settings: Settings
     app: faust.App
-    redis: Redis
     store: RedisStore
     processor: FillProcessor
     metrics: Metrics
@@ -92,7 +91,7 @@ class Engine:
         not acked meanwhile, so Faust stops fetching once its buffer is full.
         """
         delay = _RETRY_FIRST_S
-        errors: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError, *retry_on)
+        errors: tuple[type[Exception], ...] = (*UNAVAILABLE, *retry_on)
         while True:
             try:
                 result = await work()
@@ -143,8 +142,8 @@ class Engine:
     async def readiness(self) -> dict[str, Any]:
         assigned = len([tp for tp in self._assignment() if tp.topic == self.settings.topic_fills])
         try:
-            redis_ok = bool(await asyncio.wait_for(self.redis.ping(), timeout=1.0))
-        except (RedisError, OSError, TimeoutError):
+            redis_ok = await asyncio.wait_for(self.store.ping(), timeout=1.0)
+        except UNAVAILABLE:
             redis_ok = False
         return {
             "partitions_assigned": assigned,
@@ -204,21 +203,11 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
         stream_buffer_maxsize=max(4 * settings.batch_max, 4096),
     )
     configure_app(app, settings)
-    redis = Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
-    store = RedisStore(redis, depth_limit=settings.attribution_depth_limit)
-    topics = Topics(settings.topic_credits, settings.topic_fills_dlq, settings.topic_wallet_events)
-    engine = Engine(settings, app, redis, store, FillProcessor(store, metrics, topics), metrics)
-    for name in (
-        "fills",
-        "credits",
-        "fills_dlq",
-        "wallet_commands",
-        "wallet_events",
-        "settlements",
-    ):
-        engine.topics[name] = app.topic(
-            getattr(settings, f"topic_{name}"), key_serializer="raw", value_serializer="raw"
-        )
+    store = RedisStore(connect(settings), depth_limit=settings.attribution_depth_limit)
+    processor = FillProcessor(store, metrics, output_topics(settings))
+    engine = Engine(settings, app, store, processor, metrics)
+    for name, topic in settings.topics.items():
+        engine.topics[name] = app.topic(topic, key_serializer="raw", value_serializer="raw")
 
     @app.agent(engine.topics["fills"], name="settle-fills")
     async def settle_fills(stream: Any) -> None:
@@ -275,7 +264,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
             out = await settlement.flush(datetime.now(UTC))
             await engine.publish(out)
             await settlement.confirm(out)  # unconfirmed events are published again later
-        except (RedisError, OSError, TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("hourly settlement: trying again next tick: %s", exc)
 
     return engine

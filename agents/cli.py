@@ -1,48 +1,46 @@
-"""`rebate-engine`: the command line (replay, seed, admin, worker, demo, simulate, bench)."""
+"""`rebate-engine`: the command line.
+
+The production commands (worker, seed, topics, admin, statement, reconcile) live here. The
+tool commands (replay, simulate, bench, demo) live in the `harness` package and plug in through
+the entry point group `rebate_engine.commands`: only the command asked for is loaded (all of
+them for `--help`), so the worker never imports the tools, and an image without them simply does not
+offer them. Embedded services (no KAFKA_BOOTSTRAP_SERVERS / REDIS_URL) come the same way,
+through `rebate_engine.services`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import sys
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import faust
-import orjson
-from redis.asyncio import Redis
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from agents import admin, bench, bridge, statement
+from agents import admin, statement
 from agents.app import build_app
-from agents.embedded import ensure_topics_sync, services_for
-from agents.kafka_replay import Collected, publish_and_collect
 from agents.logs import configure_logging
-from agents.report import print_problems, print_summary
 from agents.settings import Settings
-from agents.store import RedisStore
-from agents.workers import WorkerProcess
+from agents.storage.store import load_seed_into
+from agents.topics import ensure_topics_sync, partitions
+from agents.tuning import tune_gc
 from engine import __version__
-from engine.crm import apply_event_lines
-from engine.ledger import Ledger
-from engine.payouts import payouts_due
-from engine.replay import replay_lines
 from engine.seed import Seed, SeedError, load_seed
-from engine.summary import Summary
 
-__all__ = ["main"]
+__all__ = ["main", "resolved_services", "seed_or_none"]
 
-_PROGRESS_MIN_BYTES = 2_000_000  # show a progress bar only when it has something to show
+_COMMANDS = "rebate_engine.commands"
+_SERVICES = "rebate_engine.services"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser(_command_named(args_in))
+    args = parser.parse_args(args_in)
     tune_gc()
     handler = getattr(args, "handler", None)
     if handler is None:
@@ -52,76 +50,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def tune_gc() -> None:
-    """Fewer, cheaper garbage collections for long runs.
-
-    The engine allocates many short-lived objects per fill and keeps large long-lived ones
-    (rules, caches, the offline ledger). With CPython's default thresholds the cyclic
-    collector rescans those again and again; freezing what exists at start-up and collecting
-    the young generation less often measured 1.35x on the engine-only bench (README).
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 1000)
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The command word of a command line (the first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _tool_commands(command: str | None) -> list[EntryPoint]:
+    """The tool commands to register: the one asked for, or every one (help, unknown)."""
+    if command in _BUILT_IN:
+        return []
+    tools = sorted(entry_points(group=_COMMANDS), key=lambda ep: ep.name)
+    return [ep for ep in tools if ep.name == command] or tools
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rebate-engine",
         description="Real-time IB commission, client rebate and JM USD loyalty engine.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    replay = sub.add_parser("replay", help="replay a recorded fill stream and write the credits")
-    replay.add_argument("--seed", required=True, type=Path, help="seed file (YAML or JSON)")
-    replay.add_argument(
-        "--fills",
-        required=True,
-        type=Path,
-        nargs="+",
-        help="fill.v1 JSON lines (one or more files, replayed in order)",
-    )
-    replay.add_argument(
-        "--crm-events",
-        type=Path,
-        help="crm-event.v1 JSON lines (back-office events), applied by their `at` (offline only)",
-    )
-    replay.add_argument("--out", required=True, type=Path, help="credit.v1 JSON lines to write")
-    replay.add_argument("--events-out", type=Path, help="wallet events (bonus unlocks) to write")
-    replay.add_argument(
-        "--settlements",
-        type=Path,
-        help="offline: settlement.v1 events to write, one per IB and payout period "
-        "(the end of the replay counts as later than every hold)",
-    )
-    replay.add_argument(
-        "--payouts",
-        action="store_true",
-        help="offline: also write each IB period's tier_bonus credit to --out, after the others",
-    )
-    replay.add_argument("--quiet", action="store_true", help="no tables, no progress bar")
-    replay.add_argument(
-        "--via-kafka",
-        action="store_true",
-        help="publish to fills.v1 and collect credits.v1 from real workers "
-        "(embedded broker, Redis and a worker when the env names none)",
-    )
-    replay.add_argument("--rate", type=float, help="with --via-kafka: publish at N fills/s")
-    replay.add_argument(
-        "--speed", type=float, help="with --via-kafka: N x the recorded pace (gaps capped at 2 s)"
-    )
-    replay.add_argument(
-        "--workers",
-        type=int,
-        help="with --via-kafka: local workers to start (default 1 when "
-        "embedded, else 0: the deployment's workers are used)",
-    )
-    replay.add_argument(
-        "--no-seed",
-        action="store_true",
-        help="with --via-kafka: do not load --seed into Redis (already there)",
-    )
-    replay.set_defaults(handler=_replay)
 
     worker = sub.add_parser("worker", help="run a Faust worker (embedded services if none set)")
     worker.set_defaults(handler=_worker)
@@ -135,20 +83,21 @@ def _parser() -> argparse.ArgumentParser:
     topics.set_defaults(handler=_topics)
 
     admin.register(sub)
-    bridge.register(sub)
-    bench.register(sub)
     statement.register(sub)
 
-    demo = sub.add_parser("demo", help="the sample fills through a real worker, end to end")
-    demo.add_argument("--seed", type=Path, default=Path("sample/seed.yaml"))
-    demo.add_argument(
-        "--fills", type=Path, nargs="+", default=sorted(Path("sample/fills").glob("*.fills.jsonl"))
-    )
-    demo.set_defaults(handler=_demo)
+    for entry in _tool_commands(command):
+        try:
+            register: Callable[[Any], object] = entry.load()
+        except ModuleNotFoundError:
+            continue  # the tools are not installed (the worker image): no such command here
+        register(sub)
     return parser
 
 
-def _seed_or_none(path: Path) -> Seed | None:
+_BUILT_IN = frozenset({"worker", "seed", "topics", "admin", "statement", "reconcile"})
+
+
+def seed_or_none(path: Path) -> Seed | None:
     """Load a seed, or say on one plain line (file:line: field: problem) why not."""
     try:
         return load_seed(path)
@@ -158,110 +107,28 @@ def _seed_or_none(path: Path) -> Seed | None:
         return None
 
 
-def _replay(args: argparse.Namespace) -> int:
-    if args.via_kafka and args.crm_events is not None:
-        print("error: --crm-events is offline only (not with --via-kafka) yet", file=sys.stderr)
-        return 2
-    if args.via_kafka:
-        if args.settlements or args.payouts:
-            print("error: --settlements/--payouts are offline only for now", file=sys.stderr)
-            return 2
-        return _replay_via_kafka(args)
-    return _replay_offline(args)
-
-
-def _replay_offline(args: argparse.Namespace) -> int:
-    console = Console(stderr=True, quiet=args.quiet)
-    seed = _seed_or_none(args.seed)
-    if seed is None:
-        return 2
-    missing = [str(p) for p in [*args.fills, args.crm_events] if p and not p.is_file()]
-    if missing:
-        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    ledger = Ledger.from_seed(seed)
-    with ExitStack() as stack:
-        if args.crm_events is not None:
-            _apply_crm_events(args.crm_events, ledger, console, stack)
-        out = stack.enter_context(args.out.open("wb"))
-        events = stack.enter_context(args.events_out.open("wb")) if args.events_out else None
-        lines = _read_lines(args.fills, console, stack)
-        credits: list[Mapping[str, Any]] = []
-        wants_payouts = bool(args.settlements or args.payouts)
-        result = replay_lines(
-            lines,
-            ledger,
-            out.write,
-            write_event=events.write if events else None,
-            on_credit=credits.append if wants_payouts else None,
-        )
-        if wants_payouts:
-            due = payouts_due(credits, ledger.book, engine_version=__version__)
-            if args.payouts:
-                for credit in due.tier_bonuses:
-                    out.write(orjson.dumps(credit) + b"\n")
-                    result.summary.add_credit(credit)
-            if args.settlements:
-                args.settlements.write_bytes(
-                    b"".join(orjson.dumps(e) + b"\n" for e in due.settlements)
-                )
-                console.print(
-                    f"wrote {len(due.settlements)} settlement events to {args.settlements}"
-                )
-    print_summary(result.summary, console)
-    print_problems(result.problems, console)
-    console.print(f"wrote {result.summary.credits} credits to {args.out}")
-    return 0
-
-
-def _apply_crm_events(path: Path, ledger: Ledger, console: Console, stack: ExitStack) -> None:
-    applied = apply_event_lines(_read_lines([path], console, stack), ledger.book)
-    direct = ", ".join(f"{reason} {n}" for reason, n in sorted(applied.direct_clients.items()))
-    console.print(
-        f"applied {applied.applied} back-office events from {path} by their `at`"
-        + (f"; direct clients: {direct}" if direct else "")
-        + (f"; {applied.duplicates} repeated event_id(s) skipped" if applied.duplicates else "")
+def resolved_services(settings: Settings) -> AbstractContextManager[Settings]:
+    """Settings with every service named: as they are, or with embedded ones for what is unset
+    (from the tools, when installed)."""
+    if settings.kafka_bootstrap_servers is not None and settings.redis_url is not None:
+        return nullcontext(settings)
+    for entry in entry_points(group=_SERVICES):
+        try:
+            services_for: Callable[[Settings], AbstractContextManager[Settings]] = entry.load()
+        except ModuleNotFoundError:
+            continue
+        return services_for(settings)
+    raise SystemExit(
+        "error: set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL "
+        "(embedded services come with the development install)"
     )
-    print_problems(applied.problems, console, what="back-office events")
-
-
-def _read_lines(
-    paths: Sequence[Path], console: Console, stack: ExitStack
-) -> Iterator[tuple[str, int, bytes]]:
-    total = sum(p.stat().st_size for p in paths)
-    progress = None
-    if total >= _PROGRESS_MIN_BYTES and not console.quiet:
-        progress = stack.enter_context(
-            Progress(
-                TextColumn("replaying"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                TimeRemainingColumn(),
-                console=console,
-                transient=True,
-            )
-        )
-    task = progress.add_task("replay", total=total) if progress else None
-    for path in paths:
-        handle: IO[bytes] = stack.enter_context(path.open("rb"))
-        for number, line in enumerate(handle, start=1):
-            if progress is not None and task is not None:
-                progress.advance(task, len(line))
-            yield str(path), number, line
-
-
-# -- streaming commands ----------------------------------------------------------------------
-
-
-def _topic_partitions(settings: Settings) -> dict[str, int]:
-    return dict.fromkeys(settings.topics.values(), settings.topic_partitions)
 
 
 def _worker(args: argparse.Namespace) -> int:
     settings = Settings()
     configure_logging(settings.log_level)
-    with services_for(settings) as resolved:
-        ensure_topics_sync(resolved, _topic_partitions(resolved))
+    with resolved_services(settings) as resolved:
+        ensure_topics_sync(resolved, partitions(resolved))
         engine = build_app(resolved)
         worker = faust.Worker(
             engine.app, loglevel=settings.log_level, quiet=True, override_logging=False
@@ -273,7 +140,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _seed(args: argparse.Namespace) -> int:
     settings = Settings()
-    seed = _seed_or_none(args.file)
+    seed = seed_or_none(args.file)
     if seed is None:
         return 2
     if settings.redis_url is None:
@@ -282,7 +149,7 @@ def _seed(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    version = asyncio.run(_load_seed(settings, seed, replace=args.replace))
+    version = asyncio.run(load_seed_into(settings, seed, replace=args.replace))
     if version is None:
         print(f"{args.file} was loaded before: nothing changed")
     else:
@@ -290,146 +157,14 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _load_seed(settings: Settings, seed: Seed, *, replace: bool) -> int | None:
-    redis = Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
-    try:
-        return await RedisStore(redis).load_seed(seed, replace=replace)
-    finally:
-        await redis.aclose()
-
-
 def _topics(args: argparse.Namespace) -> int:
     settings = Settings()
     if settings.kafka_bootstrap_servers is None:
         print("error: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
         return 2
-    ensure_topics_sync(settings, _topic_partitions(settings))
+    ensure_topics_sync(settings, partitions(settings))
     print("topics ready: " + ", ".join(sorted(settings.topics.values())))
     return 0
-
-
-def _read_all(paths: Sequence[Path]) -> list[bytes]:
-    return [
-        line.rstrip(b"\n") for p in paths for line in p.read_bytes().splitlines() if line.strip()
-    ]
-
-
-def _replay_via_kafka(args: argparse.Namespace) -> int:
-    console = Console(stderr=True, quiet=args.quiet)
-    seed = _seed_or_none(args.seed)
-    if seed is None:
-        return 2
-    lines = _read_all(args.fills)
-    settings = Settings()
-    embedded = settings.kafka_bootstrap_servers is None or settings.redis_url is None
-    workers = args.workers if args.workers is not None else (1 if embedded else 0)
-    with services_for(settings) as resolved:
-        collected = _run_through_workers(
-            resolved,
-            seed,
-            lines,
-            console,
-            workers=workers,
-            load=not args.no_seed,
-            replace=embedded,
-            rate=args.rate,
-            speed=args.speed,
-        )
-    args.out.write_bytes(b"".join(c + b"\n" for c in collected.credits))
-    summary = _summary_of(collected)
-    print_summary(summary, console, title="Replay through Kafka")
-    console.print(
-        f"wrote {len(collected.credits)} credits to {args.out} "
-        f"({collected.published} fills in {collected.seconds:.1f} s)"
-    )
-    return 0
-
-
-def _run_through_workers(
-    settings: Settings,
-    seed: Seed,
-    lines: list[bytes],
-    console: Console,
-    *,
-    workers: int,
-    load: bool,
-    replace: bool,
-    rate: float | None = None,
-    speed: float | None = None,
-) -> Collected:
-    ensure_topics_sync(settings, _topic_partitions(settings))
-    if load:
-        asyncio.run(_load_seed(settings, seed, replace=replace))
-    logs = Path(tempfile.mkdtemp(prefix="rebate-workers-"))
-    started = [WorkerProcess(settings, logs / f"worker-{i}.log").start() for i in range(workers)]
-    try:
-        with console.status(f"starting {workers} worker(s)...") if workers else nullcontext():
-            for w in started:
-                w.wait_ready()
-        with Progress(
-            TextColumn("publishing fills"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("publish", total=len(lines))
-            return asyncio.run(
-                publish_and_collect(
-                    settings,
-                    lines,
-                    rate=rate,
-                    speed=speed,
-                    progress=lambda n: progress.update(task, completed=n),
-                )
-            )
-    finally:
-        for w in started:
-            w.stop()
-
-
-def _summary_of(collected: Collected) -> Summary:
-    summary = Summary()
-    summary.fills = collected.published
-    for raw in collected.credits:
-        summary.add_credit(orjson.loads(raw))
-    summary.outcomes["published"] = collected.published
-    for _, headers in collected.dead_letters:
-        summary.dead_letters[headers.get("error", "?")] += 1
-        summary.reasons[("dead_lettered", headers.get("error", "?"))] += 1
-    if collected.dead_letters:
-        summary.outcomes["dead_lettered"] = len(collected.dead_letters)
-    return summary
-
-
-def _demo(args: argparse.Namespace) -> int:
-    """make demo: embedded broker + Redis, one real Faust worker, the sample fills."""
-    console = Console()
-    seed = load_seed(args.seed)
-    lines = _read_all(args.fills)
-    console.rule("rebate-engine demo")
-    console.print(f"{len(lines)} recorded fills from {len(args.fills)} files, seed {args.seed}")
-    settings = Settings()
-    with services_for(settings) as resolved:
-        console.print(f"broker {resolved.kafka_bootstrap_servers}, redis {resolved.redis_url}")
-        collected = _run_through_workers(
-            resolved, seed, lines, console, workers=1, load=True, replace=settings.redis_url is None
-        )
-    print_summary(_summary_of(collected), console, title="Credited through Kafka")
-    offline: list[bytes] = []
-    replay_lines(
-        [("x", i, line) for i, line in enumerate(lines)], Ledger.from_seed(seed), offline.append
-    )
-    same = sorted(c + b"\n" for c in collected.credits) == sorted(offline)
-    console.print(
-        f"{collected.published} fills -> {len(collected.credits)} credits, "
-        f"{len(collected.dead_letters)} dead letters in {collected.seconds:.1f} s "
-        "through the Faust worker"
-    )
-    console.print(
-        "same credits as the offline replay: " + ("[green]yes[/green]" if same else "[red]NO[/red]")
-    )
-    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Hourly IB settlement (SPEC 6): one event per IB and closed clock hour, adjustments later.
 
-The fills script (agents/apply.lua) adds every IB commission/override credit (and reversal) to
-the totals of its close_time hour and marks the hour dirty. `HourlySettlement.flush(now)`
-settles each dirty hour whose end + grace has passed with agents/settle.lua, which, in one call,
+The fills script (agents/storage/apply.lua) adds every IB commission/override credit (and
+reversal) to the totals of its close_time hour and marks the hour dirty.
+`HourlySettlement.flush(now)` settles each dirty hour whose end + grace has passed with
+agents/storage/settle.lua, which, in one call,
 compares the totals with what was already reported, records the difference as reported, puts
 the resulting records into an outbox and takes the hour off the dirty set. So:
 
@@ -21,60 +22,45 @@ settled is not reported.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
-from importlib import resources
-from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 import schemas
-from agents import keys
+from agents.messages import Outgoing
 from agents.metrics import Metrics
-from agents.pipeline import Outgoing
-from agents.store import RedisStore
+from agents.storage.store import RedisStore
 from engine import __version__
+from engine.settlement import settlement_event
 
-__all__ = ["HourlySettlement", "settlement_id"]
+__all__ = ["HourlySettlement"]
 
 log = logging.getLogger("rebate.settlement")
 
-_SCRIPT = resources.files("agents").joinpath("settle.lua").read_text(encoding="utf-8")
 _HOUR_S = 3600
-
-
-def settlement_id(ib: str, hour: str, sequence: int) -> str:
-    """Deterministic: sequence 0 is the IB-hour's ib_settlement, 1.. its adjustments."""
-    key = f"{ib}|{hour}|{sequence}"
-    return "st_" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
 class HourlySettlement:
     def __init__(
         self,
-        store_or_redis: RedisStore | Redis,
+        store: RedisStore,
         metrics: Metrics,
-        topic: str = "settlements.v1",
+        topic: str,
         grace_s: float = 60.0,
         *,
         lease_s: float = 120.0,
         max_hours: int = 100,
         max_records: int = 1000,
     ) -> None:
-        self.redis: Redis = (
-            store_or_redis.redis if isinstance(store_or_redis, RedisStore) else store_or_redis
-        )
+        self.store = store
         self.metrics = metrics
         self.topic = topic
         self.grace_s = grace_s
         self.lease_s = lease_s
         self.max_hours = max_hours
         self.max_records = max_records
-        self._script = self.redis.register_script(_SCRIPT)
         self._claimed: dict[bytes, bytes] = {}  # published value -> outbox record
 
     async def flush(self, now: datetime) -> list[Outgoing]:
@@ -83,30 +69,23 @@ class HourlySettlement:
         Publish them, then call `confirm` with them; unconfirmed ones come back after the lease.
         """
         now_s = now.timestamp()
-        cutoff = now_s - _HOUR_S - self.grace_s
-        hours = [
-            _text(h)
-            for h in await self.redis.zrangebyscore(
-                keys.SETTLE_DIRTY, "-inf", cutoff, start=0, num=self.max_hours
-            )
-        ]
-        hour_keys: list[str] = []
-        for hour in hours:
-            hour_keys += [keys.SETTLE_HOUR.format(hour=hour), keys.SETTLE_EMITTED.format(hour=hour)]
-        claimed: list[bytes] = await self._script(
-            keys=[keys.SETTLE_DIRTY, keys.SETTLE_OUTBOX, *hour_keys],
-            args=[repr(cutoff), repr(now_s), repr(now_s + self.lease_s), self.max_records, *hours],
+        claimed = await self.store.claim_settlements(
+            now_s - _HOUR_S - self.grace_s,
+            now_s,
+            now_s + self.lease_s,
+            self.max_hours,
+            self.max_records,
         )
         records = [(orjson.loads(raw), raw) for raw in claimed]
         records.sort(key=lambda r: (r[0][1], r[0][0], int(r[0][2])))  # hour, IB, sequence
         out: list[Outgoing] = []
         for (ib, hour, seq, amount, count), raw in records:
-            event = _event(ib, hour, int(seq), int(amount), int(count))
+            event = settlement_event(ib, hour, int(seq), int(amount), int(count), __version__)
             if errors := list(schemas.iter_errors("settlement.v1", event)):
                 # Published anyway: dropping it would lose money; the log says what is off.
                 log.error("settlement %s breaks settlement.v1: %s", event, errors[0].message)
             value = orjson.dumps(event)
-            self._claimed[value] = _bytes(raw)
+            self._claimed[value] = raw
             out.append(Outgoing(self.topic, ib.encode(), value))
             self.metrics.settlements.labels(event["event"]).inc()
         return out
@@ -114,31 +93,4 @@ class HourlySettlement:
     async def confirm(self, outgoing: Sequence[Outgoing]) -> None:
         """The broker acknowledged these events: take them out of the outbox for good."""
         records = [r for o in outgoing if (r := self._claimed.pop(o.value, None)) is not None]
-        if records:
-            await self.redis.zrem(keys.SETTLE_OUTBOX, *records)
-
-
-def _event(ib: str, hour: str, seq: int, amount_cents: int, count: int) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "schema": "settlement.v1",
-        "event": "ib_settlement" if seq == 0 else "ib_settlement_adjustment",
-        "settlement_id": settlement_id(ib, hour, seq),
-        "ib": ib,
-        "hour": hour,
-        "amount": f"{Decimal(amount_cents).scaleb(-2):.2f}",
-        "count": count,
-        "currency": "USD",
-    }
-    if seq:
-        event["adjusts"] = settlement_id(ib, hour, 0)
-        event["sequence"] = seq
-    event["engine_version"] = __version__
-    return event
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
+        await self.store.confirm_settlements(records)

@@ -276,7 +276,7 @@ def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
 def faust_app_kwargs(settings: Settings) -> dict[str, Any]:
     """`faust.App(...)` keyword arguments derived from `settings` (services must be resolved)."""
     if settings.kafka_bootstrap_servers is None:
-        raise ValueError("resolve the broker first (agents.embedded.services_for)")
+        raise ValueError("resolve the broker first (harness.embedded.services_for)")
     brokers = [f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap_servers.split(",")]
     return {
         "broker": brokers,

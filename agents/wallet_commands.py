@@ -4,7 +4,7 @@
 wallet-event.v1 answers to publish (topic wallet-events.v1, key = login).
 
 Each command is decided purely (`engine.wallet`) on a snapshot of the account HASH and the
-client's reward wallet, then applied by agents/wallet.lua, which
+client's reward wallet, then applied by agents/storage/wallet.lua (through the store), which
 
 * returns the stored answer when the request_id was answered before (the same request twice
   changes nothing and re-emits the same event, byte for byte);
@@ -25,51 +25,31 @@ wallet-event.v1 before it is published; an answer the schema cannot express yet 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from importlib import resources
 from typing import Any
 
 import orjson
 
 import schemas
-from agents import keys
-from agents.codec import decode_account, encode_account
+from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
-from agents.pipeline import Outgoing, Record
-from agents.store import RedisStore, cents
+from agents.storage.store import RedisStore
 from engine import __version__
 from engine.credits import WalletEvent
+from engine.money import cents
 from engine.state import AccountState
-from engine.wallet import decide_allocation, decide_bonus_grant
+from engine.wallet import decide_allocation, decide_bonus_grant, wire_event
 
 __all__ = ["COMMANDS", "WalletCommandHandler", "WalletConflict"]
 
 log = logging.getLogger("rebate.wallet")
 
-_SCRIPT = resources.files("agents").joinpath("wallet.lua").read_text(encoding="utf-8")
 COMMANDS = ("allocate_jm", "grant_bonus")
 _ACCEPTED = frozenset({"jm_allocation_accepted", "bonus_granted"})
 _MAX_ROUNDS = 32  # compare-and-set retries for one command (fills move the same balances)
-
-# engine.wallet payload names -> wallet-event.v1 names (the engine's types stay wire-free).
-_RENAMES: Mapping[str, Mapping[str, str | None]] = {
-    "jm_allocation_accepted": {
-        "at": "allocated_at",
-        "jm_balance": "jm_allocated_balance",
-        "reward_balance": "reward_jm_balance",
-    },
-    "jm_allocation_rejected": {"at": None},  # the schema has no time on a rejection
-}
-_DETAILS = {
-    "amount_not_positive": "the amount must be positive",
-    "unknown_client": "client {client} is not known",
-    "client_not_verified": "client {client} is not verified",
-    "login_not_owned": "login {login} does not belong to client {client}",
-    "insufficient_reward_balance": "the reward wallet of client {client} holds less than {amount}",
-}
 
 
 class WalletConflict(RuntimeError):
@@ -79,18 +59,15 @@ class WalletConflict(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class _Decision:
     answer: bytes  # the wallet-event JSON, as stored and published
-    account_json: str  # "" when the account does not change
+    account: AccountState | None  # None when the account does not change
     reward_delta_cents: int
 
 
 class WalletCommandHandler:
-    def __init__(
-        self, store: RedisStore, metrics: Metrics, events_topic: str = "wallet-events.v1"
-    ) -> None:
+    def __init__(self, store: RedisStore, metrics: Metrics, events_topic: str) -> None:
         self.store = store
         self.metrics = metrics
         self.events_topic = events_topic
-        self._script = store.redis.register_script(_SCRIPT)
 
     async def handle(self, records: Sequence[Record]) -> list[Outgoing]:
         """Answer a batch of commands, in order; raises redis errors (the caller retries)."""
@@ -146,30 +123,27 @@ class WalletCommandHandler:
         """(command, result, answer) once the script accepted the decision or found a dup."""
         name: str = command["command"]
         login = int(command["login"])
-        account_key = keys.ACCOUNT.format(login=login)
-        request_key = keys.REQUEST.format(request_id=command["request_id"])
-        reward_key = keys.REWARD.format(client=command["client"]) if name == "allocate_jm" else None
-        if name == "allocate_jm" and self.store.rules_version < 0:
+        # Only an allocation reads the rules and the client's reward wallet.
+        allocates = name == "allocate_jm"
+        client: str | None = command["client"] if allocates else None
+        if allocates and self.store.rules_version < 0:
             await self.store.refresh_rules()
         for _ in range(_MAX_ROUNDS):
-            version, account, reward = await self._snapshot(login, account_key, reward_key)
+            version, account, reward = await self.store.wallet_snapshot(login, client)
             decision = self._decide(command, account, reward, at)
-            rules = str(self.store.rules_version) if name == "allocate_jm" else ""
-            reply = await self._script(
-                keys=[keys.RULES_VERSION, request_key, account_key]
-                + ([reward_key] if reward_key else []),
-                args=[
-                    rules,
-                    decision.answer,
-                    version,
-                    decision.account_json,
-                    reward,
-                    decision.reward_delta_cents,
-                ],
+            status, payload = await self.store.apply_wallet(
+                command["request_id"],
+                login,
+                client,
+                rules_version=self.store.rules_version if allocates else None,
+                answer=decision.answer,
+                expected_version=version,
+                account=decision.account,
+                expected_reward=reward,
+                reward_delta=decision.reward_delta_cents,
             )
-            status, payload = _text(reply[0]), reply[1]
             if status == "dup":
-                return name, "duplicate", _bytes(payload)
+                return name, "duplicate", payload
             if status == "ok":
                 event = orjson.loads(decision.answer)["event"]
                 return name, "accepted" if event in _ACCEPTED else "rejected", decision.answer
@@ -179,18 +153,6 @@ class WalletCommandHandler:
         raise WalletConflict(
             f"{name} {command['request_id']!r} conflicted {_MAX_ROUNDS} times in a row"
         )
-
-    async def _snapshot(
-        self, login: int, account_key: str, reward_key: str | None
-    ) -> tuple[int, AccountState, int]:
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(account_key, "v", "s")
-            if reward_key:
-                pipe.get(reward_key)
-            replies = await pipe.execute()
-        v, s = replies[0]
-        reward = int(replies[1] or 0) if reward_key else 0
-        return int(v or 0), decode_account(login, s), reward
 
     def _decide(
         self, command: dict[str, Any], account: AccountState, reward_cents: int, at: datetime
@@ -209,7 +171,7 @@ class WalletCommandHandler:
             )
             return _Decision(
                 _wire(allocation.event),
-                encode_account(allocation.account) if allocation.accepted else "",
+                allocation.account if allocation.accepted else None,
                 cents(allocation.reward_delta),
             )
         granted_at = command.get("granted_at")
@@ -221,23 +183,11 @@ class WalletCommandHandler:
             account,
             datetime.fromisoformat(granted_at) if granted_at else at,
         )
-        return _Decision(
-            _wire(grant.event), encode_account(grant.account) if grant.accepted else "", 0
-        )
+        return _Decision(_wire(grant.event), grant.account if grant.accepted else None, 0)
 
 
 def _wire(event: WalletEvent) -> bytes:
-    """The engine's event in wallet-event.v1 names, with a detail for rejections."""
-    data = event.to_dict()
-    for old, new in _RENAMES.get(event.event, {}).items():
-        value = data.pop(old, None)
-        if new is not None and value is not None:
-            data[new] = value
-    reason = data.get("reason")
-    if event.event == "jm_allocation_rejected" and reason in _DETAILS:
-        data["detail"] = _DETAILS[reason].format(**data)
-    data["engine_version"] = __version__
-    return orjson.dumps(data)
+    return orjson.dumps(wire_event(event, __version__))
 
 
 def _decision_time(record: Record) -> datetime:
@@ -248,11 +198,3 @@ def _decision_time(record: Record) -> datetime:
         at = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
     # Whole seconds: the answer states the instant to the second, the state must agree.
     return at.replace(microsecond=0)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from engine.rules import Change, Client, Ib, RuleBook
 
@@ -201,8 +201,10 @@ def change_account(book: RuleBook, at: datetime, login: int, fields: Mapping[str
 
 # -- references --------------------------------------------------------------------------------
 
+_Subject = Literal["account", "client", "ib", "plan"]
 
-def _need(book: RuleBook, subject: str, ident: str, at: datetime, field: str) -> Any:
+
+def _need(book: RuleBook, subject: _Subject, ident: str, at: datetime, field: str) -> Any:
     value = book.get(subject, ident, at)
     if value is None:
         what = _noun(subject)
@@ -210,7 +212,7 @@ def _need(book: RuleBook, subject: str, ident: str, at: datetime, field: str) ->
     return value
 
 
-def _absent(book: RuleBook, subject: str, ident: str, at: datetime, field: str) -> None:
+def _absent(book: RuleBook, subject: _Subject, ident: str, at: datetime, field: str) -> None:
     if book.get(subject, ident, at) is not None:
         raise ChangeRefused(
             "already_exists", f"{_noun(subject)} {ident!r} already exists at {_z(at)}", field

@@ -6,16 +6,14 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
-
-import orjson
+from typing import Any, Literal, get_args
 
 from engine.fill import Fill
 from engine.money import fmt
 
-__all__ = ["KINDS", "Credit", "WalletEvent", "credit_id", "fill_ref"]
+__all__ = ["KINDS", "Credit", "Kind", "WalletEvent", "credit_id", "fill_ref"]
 
-KINDS = (
+Kind = Literal[
     "ib_commission",
     "client_rebate",
     "ib_override",
@@ -23,10 +21,11 @@ KINDS = (
     "loyalty_accrual",
     "reversal",
     "tier_bonus",
-)
+]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 
-def credit_id(fill: Fill, kind: str, beneficiary: str, level: int, reverses: str | None) -> str:
+def credit_id(fill: Fill, kind: Kind, beneficiary: str, level: int, reverses: str | None) -> str:
     """Deterministic: the same fill revision always yields the same ids, so wallets can dedupe."""
     key = f"{fill.server}|{fill.deal}|{fill.revision}|{kind}|{beneficiary}|{level}|{reverses or ''}"
     return "cr_" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
@@ -52,7 +51,7 @@ class Credit:
     """One credit. `basis` holds only strings and ints: it is written out as it is."""
 
     credit_id: str
-    kind: str
+    kind: Kind
     beneficiary_type: str  # ib | client | account
     beneficiary_id: str
     amount: Decimal
@@ -79,9 +78,6 @@ class Credit:
             "reverses": self.reverses,
             "engine_version": engine_version,
         }
-
-    def to_json(self, engine_version: str) -> bytes:
-        return orjson.dumps(self.to_dict(engine_version))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Credit:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["DEAD_LETTER_REASONS", "BadFill", "ConfigError"]
+from typing import Literal, get_args
+
+__all__ = ["DEAD_LETTER_REASONS", "BadFill", "ConfigError", "DeadLetterReason"]
 
 # Closed set of dead-letter reasons (SPEC 8); metrics label values come only from here.
-DEAD_LETTER_REASONS = (
+DeadLetterReason = Literal[
     "undecodable",
     "schema",
     "not_a_number",
@@ -18,7 +20,8 @@ DEAD_LETTER_REASONS = (
     "unknown_plan",
     "unknown_ib",
     "unknown_client",
-)
+]
+DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = get_args(DeadLetterReason)
 
 
 class BadFill(ValueError):
@@ -29,7 +32,7 @@ class BadFill(ValueError):
         field: the offending field, when there is one.
     """
 
-    def __init__(self, reason: str, message: str, field: str | None = None) -> None:
+    def __init__(self, reason: DeadLetterReason, message: str, field: str | None = None) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.reason = reason
         self.field = field
@@ -42,6 +45,6 @@ class ConfigError(ValueError):
     dead-lettered with `reason`).
     """
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: DeadLetterReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason

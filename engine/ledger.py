@@ -1,7 +1,7 @@
 """The in-memory ledger: wallet state and deal journals for the offline replay and the tests.
 
-It applies each `Settlement` exactly as the Redis Lua script does (agents/store.py): once per
-fill revision, journal and state together.
+It applies each `Settlement` exactly as the Redis Lua script does (agents/storage/store.py):
+once per fill revision, journal and state together.
 """
 
 from __future__ import annotations

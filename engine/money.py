@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
 
-__all__ = ["CENT", "HUNDRED", "ZERO", "fmt", "pct_of", "round_cents"]
+__all__ = ["CENT", "HUNDRED", "ZERO", "cents", "fmt", "pct_of", "round_cents"]
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -24,6 +24,11 @@ def round_cents(amount: Decimal) -> Decimal:
 def pct_of(amount: Decimal, pct: Decimal) -> Decimal:
     """`pct` percent of `amount`, exact (no rounding): pct_of(1500, 20) == 300."""
     return amount * pct / HUNDRED
+
+
+def cents(amount: Decimal) -> int:
+    """Whole cents of an amount already rounded to the cent (what Redis counters hold)."""
+    return int(amount.scaleb(2).to_integral_value())
 
 
 def fmt(value: Decimal) -> str:

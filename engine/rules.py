@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, overload
 
 from engine.errors import ConfigError
 from engine.money import fmt
@@ -318,7 +318,22 @@ class RuleBook:
 
     # -- lookups -------------------------------------------------------------------------
 
-    def get(self, subject: str, ident: str, at: datetime) -> Any:
+    # What each subject's versions are: callers get a typed value, not Any.
+    @overload
+    def get(self, subject: Literal["account"], ident: str, at: datetime) -> Account | None: ...
+    @overload
+    def get(self, subject: Literal["client"], ident: str, at: datetime) -> Client | None: ...
+    @overload
+    def get(self, subject: Literal["ib"], ident: str, at: datetime) -> Ib | None: ...
+    @overload
+    def get(self, subject: Literal["plan"], ident: str, at: datetime) -> Plan | None: ...
+    @overload
+    def get(self, subject: Literal["loyalty"], ident: str, at: datetime) -> Loyalty | None: ...
+    @overload
+    def get(self, subject: Literal["symbols"], ident: str, at: datetime) -> SymbolMap | None: ...
+    @overload
+    def get(self, subject: Literal["account_type"], ident: str, at: datetime) -> Decimal | None: ...
+    def get(self, subject: str, ident: str, at: datetime) -> object:
         timeline = self._timelines.get((subject, ident))
         return timeline.at(at) if timeline else None
 
@@ -572,3 +587,54 @@ _BUILDERS: dict[str, Any] = {
     "loyalty": _build_loyalty,
     "symbols": _build_symbols,
 }
+
+
+# -- rule-change validation (the seed, the admin command, back-office events) -----------------
+
+
+def change_refusal(existing: Sequence[Change], added: Sequence[Change]) -> str | None:
+    """Why appending `added` to `existing` would break the rules, or None when it would not.
+
+    From the first added change's instant on, at every change instant: the rules still fold
+    (a cancelled rebate is never reactivated), no new IB cycle appears, and every login
+    still resolves (known client, IB and plan). Only new problems count: one the rules had
+    before is not the added changes' fault.
+    """
+    if not added:
+        return None
+    try:
+        after = RuleBook([*existing, *added])
+    except ConfigError as exc:
+        return str(exc)
+    before = RuleBook(existing)
+    start = min(c.at for c in added)
+    for at in sorted({c.at for c in (*existing, *added) if c.at >= start}):
+        cycle = ib_cycle(after, at)
+        if cycle and cycle != ib_cycle(before, at):
+            return f"would create an IB cycle at {at:%Y-%m-%dT%H:%M:%SZ}: {cycle}"
+        for login in after.subjects("account"):
+            problem = _resolve_problem(after, int(login), at)
+            if problem and problem != _resolve_problem(before, int(login), at):
+                return f"login {login} would not resolve at {at:%Y-%m-%dT%H:%M:%SZ}: {problem}"
+    return None
+
+
+def ib_cycle(book: RuleBook, at: datetime) -> str | None:
+    """The first IB cycle in force at `at` (as `A -> B -> A`), else None."""
+    for ident in book.subjects("ib"):
+        chain = [ident]
+        ib = book.get("ib", ident, at)
+        while ib is not None and ib.parent is not None:
+            if ib.parent in chain:
+                return " -> ".join([*chain[chain.index(ib.parent) :], ib.parent])
+            chain.append(ib.parent)
+            ib = book.get("ib", ib.parent, at)
+    return None
+
+
+def _resolve_problem(book: RuleBook, login: int, at: datetime) -> str | None:
+    try:
+        book.resolve(login, at)
+    except ConfigError as exc:
+        return str(exc)
+    return None

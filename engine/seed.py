@@ -16,9 +16,8 @@ from typing import Any
 
 import yaml
 
-from engine.errors import ConfigError
 from engine.payouts import parse_tiers
-from engine.rules import Change, RuleBook
+from engine.rules import Change, RuleBook, change_refusal
 from engine.state import Bonus, JmAllocation
 
 __all__ = ["Seed", "SeedError", "load_seed", "parse_seed", "parse_time"]
@@ -300,17 +299,9 @@ class _Builder:
                     and str(value) not in known[subject]
                 ):
                     raise self.fail(f"changes[{i}].{key}", f"unknown {subject} {value!r}")
-        try:
-            book = seed.rulebook()
-        except ConfigError as exc:
-            raise self.fail("changes", str(exc)) from None
-        instants = sorted({c.at for c in seed.changes})
-        for login in book.subjects("account"):
-            for at in instants:
-                try:
-                    book.resolve(int(login), at)
-                except ConfigError as exc:
-                    raise self.fail("", f"at {at.isoformat()}: {exc}") from None
+        problem = change_refusal([], seed.changes)
+        if problem is not None:
+            raise self.fail("changes", problem)
 
 
 def _json_path(parts: Sequence[Any]) -> str:

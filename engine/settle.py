@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, Literal, get_args
 
 from engine.bonus import add_turnover, remove_turnover
 from engine.commission import (
@@ -22,7 +22,7 @@ from engine.commission import (
     upline_overrides,
 )
 from engine.costs import Costs, costs_of
-from engine.credits import Credit, WalletEvent, credit_id, fill_ref
+from engine.credits import Credit, Kind, WalletEvent, credit_id, fill_ref
 from engine.eligibility import REASONS, Reason, withheld_reason
 from engine.fill import Fill
 from engine.loyalty import accrual, take_coverage
@@ -38,10 +38,19 @@ from engine.state import (
     Standing,
 )
 
-__all__ = ["OUTCOMES", "REASONS", "UNCHANGED_OUTCOMES", "Reason", "Settlement", "settle"]
+__all__ = [
+    "OUTCOMES",
+    "REASONS",
+    "UNCHANGED_OUTCOMES",
+    "Outcome",
+    "Reason",
+    "Settlement",
+    "settle",
+]
 
-OUTCOMES = ("credited", "not_earning", "ignored", "duplicate", "stale")
-UNCHANGED_OUTCOMES = frozenset({"duplicate", "stale"})
+Outcome = Literal["credited", "not_earning", "ignored", "duplicate", "stale"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+UNCHANGED_OUTCOMES: frozenset[Outcome] = frozenset({"duplicate", "stale"})
 """Outcomes that change nothing: neither state nor journal is written for them."""
 
 
@@ -62,7 +71,7 @@ class Settlement:
     """
 
     fill: Fill
-    outcome: str
+    outcome: Outcome
     reasons: tuple[Reason, ...]
     output: Output
     account: AccountState
@@ -120,6 +129,7 @@ def settle(
     if fill.event == "delete" or not fill.earns:
         # An "in" deal earns nothing; if an update turned a credited deal into one, what
         # stood is taken back like for a delete.
+        outcome: Outcome
         if fill.earns:
             outcome = "credited" if credits else "not_earning"
         else:
@@ -166,7 +176,7 @@ def _earn(
     reasons: list[Reason] = []
 
     def credit(
-        kind: str, beneficiary: tuple[str, str], amount: Decimal, currency: str,
+        kind: Kind, beneficiary: tuple[str, str], amount: Decimal, currency: str,
         basis: Callable[[], dict[str, Any]],
     ) -> None:  # fmt: skip
         # SPEC 4.9: zero credits are not emitted. The basis (with its formula text) is built

@@ -1,7 +1,7 @@
 """Per-account wallet state and per-deal journal: what settling a fill reads and changes.
 
-The Redis store (agents/store.py) persists exactly these values; the offline ledger keeps them
-in memory. Both apply a fill revision's change in one step, so the two paths agree.
+The Redis store (agents/storage/store.py) persists exactly these values; the offline ledger
+keeps them in memory. Both apply a fill revision's change in one step, so the two paths agree.
 """
 
 from __future__ import annotations

@@ -6,16 +6,18 @@ second time (the stored answer is returned instead).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from engine.credits import WalletEvent
 from engine.money import fmt
 from engine.rules import RuleBook
 from engine.state import AccountState, Bonus, JmAllocation
 
-__all__ = ["Allocation", "BonusGrant", "decide_allocation", "decide_bonus_grant"]
+__all__ = ["Allocation", "BonusGrant", "decide_allocation", "decide_bonus_grant", "wire_event"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,3 +118,38 @@ def decide_bonus_grant(
 
 def _z(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- wallet-event.v1 -------------------------------------------------------------------------
+
+# Payload names of the decisions above -> wallet-event.v1 names (None: not on the wire).
+_RENAMES: Mapping[str, Mapping[str, str | None]] = {
+    "jm_allocation_accepted": {
+        "at": "allocated_at",
+        "jm_balance": "jm_allocated_balance",
+        "reward_balance": "reward_jm_balance",
+    },
+    "jm_allocation_rejected": {"at": None},  # the schema has no time on a rejection
+}
+# What a rejected allocation tells the wallet service, by reason.
+_DETAILS = {
+    "amount_not_positive": "the amount must be positive",
+    "unknown_client": "client {client} is not known",
+    "client_not_verified": "client {client} is not verified",
+    "login_not_owned": "login {login} does not belong to client {client}",
+    "insufficient_reward_balance": "the reward wallet of client {client} holds less than {amount}",
+}
+
+
+def wire_event(event: WalletEvent, engine_version: str) -> dict[str, Any]:
+    """A decision's event in wallet-event.v1 names, with a detail for rejections."""
+    data = event.to_dict()
+    for old, new in _RENAMES.get(event.event, {}).items():
+        value = data.pop(old, None)
+        if new is not None and value is not None:
+            data[new] = value
+    reason = data.get("reason")
+    if event.event == "jm_allocation_rejected" and reason in _DETAILS:
+        data["detail"] = _DETAILS[reason].format(**data)
+    data["engine_version"] = engine_version
+    return data

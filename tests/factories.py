@@ -8,12 +8,17 @@ from typing import Any
 
 import orjson
 
+from agents.settings import Settings
+from agents.topics import output_topics
 from engine.fill import Fill, parse_fill
 from engine.ledger import Ledger
 from engine.rules import Change, RuleBook
 from engine.seed import parse_seed
 
 T0 = "2024-01-01T00:00:00Z"
+
+TOPICS = output_topics(Settings())
+"""The fill processor's output topics, from the default settings (credits.v1, ...)."""
 
 
 def make_fill_dict(**overrides: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio import Redis
 
-from agents.embedded import EmbeddedRuntime
+from harness.embedded import EmbeddedRuntime
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from agents import admin, keys
-from agents.store import RedisStore
+from agents import admin
+from agents.storage import keys
+from agents.storage.store import RedisStore
 from engine.rules import RuleBook
 from engine.seed import parse_seed
 

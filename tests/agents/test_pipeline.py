@@ -8,16 +8,18 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
+import pytest
 from redis.asyncio import Redis
 
+from agents.fills import FillProcessor
+from agents.messages import Record
 from agents.metrics import Metrics
-from agents.pipeline import FillProcessor, Record
-from agents.store import RedisStore
+from agents.storage.store import RedisStore
 from engine.fill import decode_fill
 from engine.ledger import Ledger
 from engine.replay import replay_lines
 from engine.seed import Seed, load_seed, parse_seed
-from tests.factories import fill_line, lots
+from tests.factories import TOPICS, fill_line, lots
 
 REAL = sorted(glob.glob("sample/fills/mt4-real-*.fills.jsonl"))
 
@@ -50,7 +52,7 @@ async def test_real_histories_through_redis_match_the_offline_replay(redis: Redi
     lines = _real_lines()
     store = RedisStore(redis)
     await store.load_seed(load_seed("sample/seed.yaml"))
-    processor = FillProcessor(store, Metrics())
+    processor = FillProcessor(store, Metrics(), TOPICS)
     credits = await _run(processor, lines, batch=250)
     assert credits == _offline(lines)
 
@@ -61,10 +63,11 @@ async def test_redelivered_batch_republishes_the_same_credits_and_changes_nothin
     lines = [fill_line(deal=d, volume=lots(1), commission="-6.00", login=900001) for d in range(40)]
     store = RedisStore(redis)
     await store.load_seed(load_seed("sample/seed.yaml"))
-    first = await _run(FillProcessor(store, Metrics()), lines, batch=16)
+    first = await _run(FillProcessor(store, Metrics(), TOPICS), lines, batch=16)
     state = await store.account(900001)
     # A restarted worker (cold cache) gets the same records again after a crash.
-    again = await _run(FillProcessor(store, Metrics()), lines, batch=7)
+    again = await _run(FillProcessor(store, Metrics(), TOPICS), lines, batch=7)
+    assert first, "nothing was credited: the comparison below would pass on empty"
     assert again == first
     assert await store.account(900001) == state
     assert len({orjson.loads(c)["credit_id"] for c in first}) == len(first)
@@ -75,7 +78,7 @@ async def test_stale_cache_is_caught_by_compare_and_set(redis: Redis) -> None:
     # cached wallet state is stale, the Lua check catches it and it recomputes.
     store = RedisStore(redis)
     await store.load_seed(load_seed("sample/seed.yaml"))
-    a, b = FillProcessor(store, Metrics()), FillProcessor(store, Metrics())
+    a, b = FillProcessor(store, Metrics(), TOPICS), FillProcessor(store, Metrics(), TOPICS)
     line = lambda d: fill_line(deal=d, login=900001, commission="-8.00")  # noqa: E731
     await _run(a, [line(1)], 1)
     await _run(b, [line(2)], 1)  # b caches the account after deal 2
@@ -100,8 +103,8 @@ async def test_a_redelivery_publishes_the_stored_credits_not_a_recomputation(
     await store.load_seed(load_seed("sample/seed.yaml"))
     times = {"open_time": "2024-09-01T10:00:00Z", "close_time": "2024-09-01T10:30:00Z"}
     lines = [fill_line(deal=d, login=900001, commission="-6.00", **times) for d in (1, 2, 3)]
-    first = await _run(FillProcessor(store, Metrics()), lines, batch=3)
-    again = await _run(FillProcessor(store, Metrics()), lines[:1], batch=1)
+    first = await _run(FillProcessor(store, Metrics(), TOPICS), lines, batch=3)
+    again = await _run(FillProcessor(store, Metrics(), TOPICS), lines[:1], batch=1)
     covered = [orjson.loads(c) for c in first if orjson.loads(c)["kind"] == "jm_coverage"]
     assert [c["amount"] for c in covered] == ["3.00", "2.00"]
     assert again == [c for c in first if orjson.loads(c)["fill"]["deal"] == 1]
@@ -121,8 +124,8 @@ async def test_why_a_fill_earned_less_than_its_plan_is_counted_by_reason(redis: 
         earning,
         fill_line(deal=4, login=777),
     ]
-    await _run(FillProcessor(store, metrics), lines, batch=4)
-    await _run(FillProcessor(store, metrics), [earning], batch=1)
+    await _run(FillProcessor(store, metrics, TOPICS), lines, batch=4)
+    await _run(FillProcessor(store, metrics, TOPICS), [earning], batch=1)
     counted = {
         reason: metrics.fill_reasons.labels(reason)._value.get()
         for reason in ("min_hold", "min_points", "duplicate", "unattributed", "demo")
@@ -174,7 +177,7 @@ async def test_r2_money_through_redis_matches_the_offline_replay(redis: Redis) -
     seed = parse_seed(R2_SEED, "r2.yaml")
     store = RedisStore(redis)
     await store.load_seed(seed)
-    credits = await _run(FillProcessor(store, Metrics()), lines, batch=3)
+    credits = await _run(FillProcessor(store, Metrics(), TOPICS), lines, batch=3)
     assert credits == _offline(lines, seed)
     paid = {
         (c["fill"]["deal"], c["kind"], c["beneficiary"]["id"]): c["amount"]
@@ -216,13 +219,13 @@ async def test_a_non_earning_add_is_journaled_so_its_redelivery_reverses_nothing
     update = fill_line(deal=77, login=900001, commission="-7.00", event="update", **times)
     store = RedisStore(redis)
     await store.load_seed(load_seed("sample/seed.yaml"))
-    first = await _run(FillProcessor(store, Metrics()), [add, update], batch=1)
+    first = await _run(FillProcessor(store, Metrics(), TOPICS), [add, update], batch=1)
     assert _kinds(first) == [("loyalty_accrual", "C-1", "0.70")]
     assert first == _offline([add, update])
     reward = await store.reward_balance("C-1")
     # Redelivered after a crash, the add in the same batch as its update: the add must find
     # itself in the journal (a duplicate), never be settled against the update's standing.
-    again = await _run(FillProcessor(store, Metrics()), [add, update], batch=2)
+    again = await _run(FillProcessor(store, Metrics(), TOPICS), [add, update], batch=2)
     assert again == first  # the update's stored credit, published again; nothing new
     assert await store.reward_balance("C-1") == reward == Decimal("100.70")  # seed 100.00
     # The offline ledger sees the same four messages the same way.
@@ -240,7 +243,7 @@ async def test_every_revision_is_journaled_earning_or_not(redis: Redis) -> None:
         fill_line(deal=3, login=900001, close_time="2024-03-01T10:01:00Z"),
     ]
     metrics = Metrics()
-    processor = FillProcessor(store, metrics)
+    processor = FillProcessor(store, metrics, TOPICS)
     await _run(processor, lines, batch=3)
     for deal in (1, 2, 3):
         assert await redis.hkeys(f"rebate:deal:mt4-live-1:{deal}"), deal
@@ -264,7 +267,7 @@ async def test_a_dealer_undoing_a_correction_with_seq_leaves_the_first_content(
     ]
     store = RedisStore(redis)
     await store.load_seed(load_seed("sample/seed.yaml"))
-    credits = await _run(FillProcessor(store, Metrics()), lines, batch=1)
+    credits = await _run(FillProcessor(store, Metrics(), TOPICS), lines, batch=1)
     assert credits == _offline(lines)
     net: dict[str, Decimal] = {}
     for kind, who, amount in _kinds(credits):
@@ -281,7 +284,7 @@ async def test_a_dealer_undoing_a_correction_with_seq_leaves_the_first_content(
     # change nothing; a redelivery of seq=2 publishes its stored credits again.
     metrics = Metrics()
     late = [lines[1], fill_line(deal=88, login=900001, volume=lots(5), seq=2, event="update")]
-    again = await _run(FillProcessor(store, metrics), late, batch=1)
+    again = await _run(FillProcessor(store, metrics, TOPICS), late, batch=1)
     assert set(again) <= set(credits)
     assert _fills(metrics, "stale") == 1
     assert _fills(metrics, "duplicate") == 1
@@ -298,7 +301,7 @@ async def test_seq_beyond_double_precision_still_orders_revisions(redis: Redis) 
     store = RedisStore(redis)
     await store.load_seed(load_seed("sample/seed.yaml"))
     metrics = Metrics()
-    credits = await _run(FillProcessor(store, metrics), lines, batch=1)
+    credits = await _run(FillProcessor(store, metrics, TOPICS), lines, batch=1)
     assert credits == _offline(lines)
     assert _fills(metrics, "credited") == 2
     assert _fills(metrics, "stale") == 1
@@ -326,5 +329,23 @@ async def test_random_seq_streams_give_the_offline_credits_through_redis(redis: 
             for seq in range(rng.randint(1, 8))
         ]
         delivered = [rng.choice(messages) for _ in range(rng.randint(1, 14))]
-        published = await _run(FillProcessor(store, Metrics()), delivered, rng.randint(1, 5))
+        published = await _run(
+            FillProcessor(store, Metrics(), TOPICS), delivered, rng.randint(1, 5)
+        )
         assert list(dict.fromkeys(published)) == _offline(delivered), delivered
+
+
+async def test_a_redelivery_publishes_the_stored_bytes_even_after_an_upgrade(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The credits a fill emitted are part of the journal; a worker of a newer engine version
+    # that gets the fill again publishes them as they were, old engine_version included.
+    store = RedisStore(redis)
+    await store.load_seed(load_seed("sample/seed.yaml"))
+    lines = [fill_line(deal=1, login=900001, volume=lots(1), commission="-6.00")]
+    first = await _run(FillProcessor(store, Metrics(), TOPICS), lines, batch=1)
+    monkeypatch.setattr("agents.storage.codec.__version__", "99.0.0")
+    again = await _run(FillProcessor(store, Metrics(), TOPICS), lines, batch=1)
+    assert first, "nothing was credited: the comparison below would pass on empty"
+    assert again == first
+    assert {orjson.loads(c)["engine_version"] for c in again} != {"99.0.0"}

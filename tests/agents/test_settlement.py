@@ -10,13 +10,15 @@ import orjson
 from redis.asyncio import Redis
 
 import schemas
-from agents import keys
+from agents.fills import FillProcessor
+from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
-from agents.pipeline import FillProcessor, Outgoing, Record
-from agents.settlement import HourlySettlement, settlement_id
-from agents.store import RedisStore
+from agents.settlement import HourlySettlement
+from agents.storage import keys
+from agents.storage.store import RedisStore
 from engine.seed import parse_seed
-from tests.factories import fill_line, lots
+from engine.settlement import settlement_id
+from tests.factories import TOPICS, fill_line, lots
 
 # IB-1 earns 10 USD/lot and passes 20% to its client: an 8.00 ib_commission per lot.
 # IB-M, one level up, earns an ib_override of 10% of the L1 gross: 1.00 per lot.
@@ -53,7 +55,7 @@ def fill(deal: int, close: str = "10:10", n_lots: int = 1, **extra: Any) -> byte
 
 
 async def settle_fills(store: RedisStore, *lines: bytes) -> None:
-    processor = FillProcessor(store, Metrics())
+    processor = FillProcessor(store, Metrics(), TOPICS)
     await processor.process([Record(line, "fills.v1", 0, i, None) for i, line in enumerate(lines)])
 
 
@@ -80,7 +82,7 @@ async def test_a_closed_hour_gives_one_settlement_per_ib_with_its_sum_and_count(
     store, metrics = await seeded(redis), Metrics()
     # 10:00 hour: 1 + 2 + 1 lots -> IB-1 4 x 8.00 = 32.00 over 3 credits, IB-M 4 x 1.00 = 4.00.
     await settle_fills(store, fill(1, "10:10"), fill(2, "10:20", 2), fill(3, "10:59"))
-    settlement = HourlySettlement(store, metrics, "settlements.v1", GRACE_S)
+    settlement = HourlySettlement(store, metrics, "settlements", GRACE_S)
     out = await settlement.flush(CLOSED)
     assert summary(out) == [
         ("ib_settlement", "IB-1", "32.00", 3),
@@ -90,8 +92,8 @@ async def test_a_closed_hour_gives_one_settlement_per_ib_with_its_sum_and_count(
     assert first["hour"] == HOUR and first["currency"] == "USD"
     assert first["settlement_id"] == settlement_id("IB-1", HOUR, 0)
     assert [(o.topic, o.key) for o in out] == [
-        ("settlements.v1", b"IB-1"),
-        ("settlements.v1", b"IB-M"),
+        ("settlements", b"IB-1"),
+        ("settlements", b"IB-M"),
     ]
     await settlement.confirm(out)
     assert await settlement.flush(CLOSED + timedelta(hours=5)) == []  # never twice
@@ -104,7 +106,7 @@ async def test_a_closed_hour_gives_one_settlement_per_ib_with_its_sum_and_count(
 async def test_an_open_hour_is_not_settled(redis: Redis) -> None:
     store = await seeded(redis)
     await settle_fills(store, fill(1, "10:10"), fill(2, "11:05"))
-    settlement = HourlySettlement(store, Metrics(), "settlements.v1", GRACE_S)
+    settlement = HourlySettlement(store, Metrics(), "settlements", GRACE_S)
     assert await settlement.flush(CLOSED - timedelta(seconds=1)) == []  # still in its grace
     out = await settlement.flush(CLOSED)  # 10:00 closes; 11:00 is still open
     assert {e["hour"] for e in decoded(out)} == {HOUR}
@@ -115,7 +117,7 @@ async def test_an_open_hour_is_not_settled(redis: Redis) -> None:
 async def test_a_late_credit_gives_one_adjustment_and_nothing_else(redis: Redis) -> None:
     store = await seeded(redis)
     await settle_fills(store, fill(1, "10:10"))
-    settlement = HourlySettlement(store, Metrics(), "settlements.v1", GRACE_S)
+    settlement = HourlySettlement(store, Metrics(), "settlements", GRACE_S)
     await settlement.confirm(await settlement.flush(CLOSED))
     # A fill that closed at 10:40 reaches the engine at 11:30, after the hour was settled.
     await settle_fills(store, fill(2, "10:40", 3))
@@ -135,7 +137,7 @@ async def test_a_late_credit_gives_one_adjustment_and_nothing_else(redis: Redis)
 async def test_a_late_reversal_is_a_negative_adjustment(redis: Redis) -> None:
     store = await seeded(redis)
     await settle_fills(store, fill(1, "10:10"), fill(2, "10:20"))
-    settlement = HourlySettlement(store, Metrics(), "settlements.v1", GRACE_S)
+    settlement = HourlySettlement(store, Metrics(), "settlements", GRACE_S)
     await settlement.confirm(await settlement.flush(CLOSED))
     await settle_fills(store, fill(2, "10:20", event="delete"))  # deal 2 deleted on the server
     out = await settlement.flush(CLOSED + timedelta(minutes=5))
@@ -148,8 +150,8 @@ async def test_a_late_reversal_is_a_negative_adjustment(redis: Redis) -> None:
 async def test_two_workers_flushing_at_once_emit_each_settlement_once(redis: Redis) -> None:
     store = await seeded(redis)
     await settle_fills(store, fill(1, "10:10"), fill(2, "10:30"))
-    a = HourlySettlement(RedisStore(redis), Metrics(), "settlements.v1", GRACE_S)
-    b = HourlySettlement(redis, Metrics(), "settlements.v1", GRACE_S)
+    a = HourlySettlement(RedisStore(redis), Metrics(), "settlements", GRACE_S)
+    b = HourlySettlement(RedisStore(redis), Metrics(), "settlements", GRACE_S)
     out_a, out_b = await asyncio.gather(a.flush(CLOSED), b.flush(CLOSED))
     assert sorted(summary(out_a + out_b)) == [
         ("ib_settlement", "IB-1", "16.00", 2),
@@ -162,9 +164,11 @@ async def test_settlements_not_confirmed_are_published_again_after_the_lease(
 ) -> None:
     store = await seeded(redis)
     await settle_fills(store, fill(1, "10:10"))
-    dying = HourlySettlement(store, Metrics(), "settlements.v1", GRACE_S, lease_s=120)
+    dying = HourlySettlement(store, Metrics(), "settlements", GRACE_S, lease_s=120)
     lost = await dying.flush(CLOSED)  # the worker dies before the broker acknowledges
-    other = HourlySettlement(store, Metrics(), "settlements.v1", GRACE_S, lease_s=120)
+    # One fill: one event for its IB and one for the IB's upline (see the test above).
+    assert sorted(o.key for o in lost) == [b"IB-1", b"IB-M"]
+    other = HourlySettlement(store, Metrics(), "settlements", GRACE_S, lease_s=120)
     assert await other.flush(CLOSED + timedelta(seconds=119)) == []  # still leased
     again = await other.flush(CLOSED + timedelta(seconds=120))
     assert [o.value for o in again] == [o.value for o in lost]  # same events, same ids
@@ -178,6 +182,6 @@ async def test_an_ib_hour_that_nets_to_zero_before_it_closes_is_not_reported(
 ) -> None:
     store = await seeded(redis)
     await settle_fills(store, fill(1, "10:10"), fill(1, "10:10", event="delete"))
-    settlement = HourlySettlement(store, Metrics(), "settlements.v1", GRACE_S)
+    settlement = HourlySettlement(store, Metrics(), "settlements", GRACE_S)
     assert await settlement.flush(CLOSED) == []
     assert await redis.zcard(keys.SETTLE_DIRTY) == 0

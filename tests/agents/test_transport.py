@@ -30,9 +30,10 @@ import faust
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from agents.embedded import EmbeddedRuntime, ensure_topics_sync
 from agents.settings import Settings
+from agents.topics import ensure_topics_sync
 from agents.transport import Transport, configure_app, faust_app_kwargs, faust_credentials
+from harness.embedded import EmbeddedRuntime
 
 # Low group timeouts: Tansu holds a new member's first JoinGroup for about half the session
 # timeout (Faust's default 60 s session meant a ~30 s join), and neither the heartbeat nor

@@ -12,13 +12,14 @@ import pytest
 from redis.asyncio import Redis
 
 import schemas
-from agents import keys
+from agents.fills import FillProcessor
+from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
-from agents.pipeline import FillProcessor, Outgoing, Record
-from agents.store import RedisStore
+from agents.storage import keys
+from agents.storage.store import RedisStore
 from agents.wallet_commands import WalletCommandHandler
 from engine.seed import parse_seed
-from tests.factories import fill_line, lots
+from tests.factories import TOPICS, fill_line, lots
 
 SEED = """
 effective_from: "2024-01-01T00:00:00Z"
@@ -118,7 +119,7 @@ async def test_allocation_is_rejected_with_the_reason_and_changes_nothing(
 ) -> None:
     store, metrics = await seeded(redis), Metrics()
     before = {c: await redis.get(keys.REWARD.format(client=c)) for c in ("C-1", "C-2")}
-    out = await WalletCommandHandler(store, metrics).handle(
+    out = await WalletCommandHandler(store, metrics, TOPICS.wallet_events).handle(
         records(allocate(client=client, login=login, amount=amount))
     )
     [event] = events(out)
@@ -133,7 +134,9 @@ async def test_allocation_is_rejected_with_the_reason_and_changes_nothing(
 
 async def test_the_whole_reward_balance_can_be_allocated(redis: Redis) -> None:
     store = await seeded(redis)
-    out = await WalletCommandHandler(store, Metrics()).handle(records(allocate(amount="30.00")))
+    out = await WalletCommandHandler(store, Metrics(), TOPICS.wallet_events).handle(
+        records(allocate(amount="30.00"))
+    )
     assert events(out)[0]["event"] == "jm_allocation_accepted"
     assert await redis.get(keys.REWARD.format(client="C-1")) == b"0"
 
@@ -142,11 +145,15 @@ async def test_same_request_id_twice_changes_nothing_and_gives_the_same_event(
     redis: Redis,
 ) -> None:
     store, metrics = await seeded(redis), Metrics()
-    first = await WalletCommandHandler(store, metrics).handle(records(allocate("r-7")))
+    first = await WalletCommandHandler(store, metrics, TOPICS.wallet_events).handle(
+        records(allocate("r-7"))
+    )
     state = (await redis.get(keys.REWARD.format(client="C-1")), await store.account(1001))
     # Redelivered in a later batch, to a restarted worker, and twice within one batch.
-    again = await WalletCommandHandler(store, metrics).handle(records(allocate("r-7")))
-    twice = await WalletCommandHandler(store, metrics).handle(
+    again = await WalletCommandHandler(store, metrics, TOPICS.wallet_events).handle(
+        records(allocate("r-7"))
+    )
+    twice = await WalletCommandHandler(store, metrics, TOPICS.wallet_events).handle(
         records(allocate("r-7"), allocate("r-7"))
     )
     assert [o.value for o in again] == [first[0].value]
@@ -158,7 +165,7 @@ async def test_same_request_id_twice_changes_nothing_and_gives_the_same_event(
 
 async def test_a_rejection_is_final_for_its_request_id(redis: Redis) -> None:
     store = await seeded(redis)
-    handler = WalletCommandHandler(store, Metrics())
+    handler = WalletCommandHandler(store, Metrics(), TOPICS.wallet_events)
     [no] = await handler.handle(records(allocate("r-1", amount="50.00")))
     await redis.incrby(keys.REWARD.format(client="C-1"), 5000)  # the wallet fills up later
     [still_no] = await handler.handle(records(allocate("r-1", amount="50.00")))
@@ -170,8 +177,8 @@ async def test_a_balance_moved_between_read_and_write_is_caught_and_decided_agai
     redis: Redis,
 ) -> None:
     store = await seeded(redis)
-    handler = WalletCommandHandler(store, Metrics())
-    read = handler._snapshot
+    handler = WalletCommandHandler(store, Metrics(), TOPICS.wallet_events)
+    read = store.wallet_snapshot
     calls = 0
 
     async def snapshot_then_accrue(*args: Any) -> Any:
@@ -182,7 +189,7 @@ async def test_a_balance_moved_between_read_and_write_is_caught_and_decided_agai
             await redis.incrby(keys.REWARD.format(client="C-1"), 500)
         return result
 
-    handler._snapshot = snapshot_then_accrue  # type: ignore[method-assign, assignment]
+    store.wallet_snapshot = snapshot_then_accrue  # type: ignore[method-assign]
     [event] = events(await handler.handle(records(allocate(amount="12.50"))))
     assert calls == 2  # conflict, then read and decide again
     assert event["reward_jm_balance"] == "22.50"
@@ -192,8 +199,8 @@ async def test_a_balance_moved_between_read_and_write_is_caught_and_decided_agai
 async def test_concurrent_allocations_never_overdraw_the_reward_wallet(redis: Redis) -> None:
     store = await seeded(redis)
     # Two workers (say, during a rebalance) each allocate 20.00 of the 30.00 at once.
-    a = WalletCommandHandler(RedisStore(redis), Metrics())
-    b = WalletCommandHandler(RedisStore(redis), Metrics())
+    a = WalletCommandHandler(RedisStore(redis), Metrics(), TOPICS.wallet_events)
+    b = WalletCommandHandler(RedisStore(redis), Metrics(), TOPICS.wallet_events)
     out_a, out_b = await asyncio.gather(
         a.handle(records(allocate("r-a", amount="20.00"))),
         b.handle(records(allocate("r-b", amount="20.00"))),
@@ -206,7 +213,7 @@ async def test_concurrent_allocations_never_overdraw_the_reward_wallet(redis: Re
 
 async def test_invalid_commands_are_counted_and_skipped(redis: Redis) -> None:
     store, metrics = await seeded(redis), Metrics()
-    out = await WalletCommandHandler(store, metrics).handle(
+    out = await WalletCommandHandler(store, metrics, TOPICS.wallet_events).handle(
         records(
             b"{not json",
             allocate(amount="0"),  # amounts must be positive
@@ -223,7 +230,7 @@ async def test_granted_bonus_is_unlocked_by_turnover_through_the_fill_processor(
     redis: Redis,
 ) -> None:
     store = await seeded(redis)
-    processor = FillProcessor(store, Metrics())
+    processor = FillProcessor(store, Metrics(), TOPICS)
 
     def fill_records(deal: int) -> list[Record]:  # 1 lot of account 1001, closed 10:10Z
         return [Record(fill_line(deal=deal, login=1001, volume=lots(1)), "fills.v1", 0, deal)]
@@ -234,7 +241,9 @@ async def test_granted_bonus_is_unlocked_by_turnover_through_the_fill_processor(
 
     assert unlocked(await processor.process(fill_records(1))) == []  # caches account 1001
     # 4 USD bonus: unlocks at 2 lots of fills closed from 09:00 on.
-    [granted] = events(await WalletCommandHandler(store, Metrics()).handle(records(grant())))
+    [granted] = events(
+        await WalletCommandHandler(store, Metrics(), TOPICS.wallet_events).handle(records(grant()))
+    )
     assert (granted["event"], granted["required_lots"]) == ("bonus_granted", "2")
     assert granted["granted_at"] == "2024-03-01T09:00:00Z"
     assert unlocked(await processor.process(fill_records(2))) == []  # stale cache: CAS reloads
@@ -247,7 +256,7 @@ async def test_grant_takes_granted_at_from_the_command_and_refuses_a_second_bonu
     redis: Redis,
 ) -> None:
     store, metrics = await seeded(redis), Metrics()
-    handler = WalletCommandHandler(store, metrics)
+    handler = WalletCommandHandler(store, metrics, TOPICS.wallet_events)
     [granted] = events(
         await handler.handle(records(grant(granted_at="2024-02-01T00:00:00Z", amount_usd="500")))
     )

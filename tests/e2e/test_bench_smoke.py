@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300
 
 def test_quick_bench_writes_results_and_plot(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "agents.bench", "--quick", "--out-dir", str(tmp_path)],
+        [sys.executable, "-m", "harness.bench.command", "--quick", "--out-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=280,

@@ -17,8 +17,9 @@ import orjson
 import pytest
 
 from agents.cli import main
-from agents.settlement import _event as hourly_settlement_event
+from engine import __version__
 from engine.payouts import parse_period
+from engine.settlement import settlement_event
 from engine.statement import statement
 from schemas import validate
 from tests.payout_factories import TIER_SEED, fill_of
@@ -97,7 +98,7 @@ def test_other_ibs_stay_hourly_and_a_month_reconciles_for_every_ib(
     # Each is byte for byte the event the hourly settlement publishes for its totals.
     for event in others:
         cents = int(Decimal(event["amount"]) * 100)
-        hourly = hourly_settlement_event(event["ib"], event["hour"], 0, cents, event["count"])
+        hourly = settlement_event(event["ib"], event["hour"], 0, cents, event["count"], __version__)
         assert orjson.dumps(event) == orjson.dumps(hourly)
     # A month holds IB-1's days and the others' hours alike; the command checks every IB.
     argv = ["--credits", str(credits_path), "--settlements", str(settlements_path)]
@@ -226,5 +227,5 @@ def test_a_months_tier_bonus_equals_the_hand_computation(tmp_path: Path) -> None
         line for line in settlements_path.read_bytes().splitlines() if b'"IB-2"' in line
     ]
     assert raw_hourly == orjson.dumps(
-        hourly_settlement_event("IB-2", "2024-03-10T10:00:00Z", 0, 400000, 1)
+        settlement_event("IB-2", "2024-03-10T10:00:00Z", 0, 400000, 1, __version__)
     )

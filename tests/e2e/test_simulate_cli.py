@@ -13,11 +13,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents import bridge
-from agents.embedded import EmbeddedRuntime
 from engine.fill import decode_fill
 from engine.ledger import Ledger
 from engine.seed import load_seed
+from harness.embedded import EmbeddedRuntime
+from harness.simulate import command as simulate_command
 from schemas import validate
 
 START = "2024-06-03T00:00:00Z"
@@ -26,7 +26,7 @@ START = "2024-06-03T00:00:00Z"
 def simulate(*argv: str) -> int:
     """Run `rebate-engine simulate ARGV` through the command's own `register` hook."""
     parser = argparse.ArgumentParser(prog="rebate-engine")
-    bridge.register(parser.add_subparsers())
+    simulate_command.register(parser.add_subparsers())
     args = parser.parse_args(["simulate", *argv])
     code: int = args.handler(args)
     return code

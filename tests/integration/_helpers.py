@@ -10,33 +10,26 @@ import asyncio
 import contextlib
 import json
 import random
-import signal
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-import redis
 from redis.asyncio import Redis
 
-from agents.embedded import ManagedProcess, delete_topics_sync, ensure_topics_sync
 from agents.settings import Settings
-from agents.simulate import generate_fills, generate_seed
-from agents.store import RedisStore
-from agents.workers import WorkerProcess
+from agents.storage.store import RedisStore
 from engine.ledger import Ledger
 from engine.replay import replay_lines
 from engine.seed import Seed, parse_seed
+from harness.embedded import ManagedProcess
+from harness.simulate.generator import generate_fills, generate_seed
+from harness.workers import WorkerProcess
 from tests.integration import fixtures
 
 __all__ = [
-    "Deployment",
-    "deployment",
     "load_seed",
     "offline_credits",
     "read_topic",
@@ -45,77 +38,6 @@ __all__ = [
     "wait_ready",
     "wait_until",
 ]
-
-
-def _with_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
-
-
-def _flush(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
-@dataclass
-class Deployment:
-    """An engine deployment of one test: settings, and the workers it started (stopped by PID)."""
-
-    settings: Settings
-    log_dir: Path
-    workers: list[WorkerProcess] = field(default_factory=list)
-
-    def worker(self, **update: Any) -> WorkerProcess:
-        """Start a worker (not waiting for it); `update` overrides settings for it alone."""
-        settings = self.settings.model_copy(update=update) if update else self.settings
-        log = self.log_dir / f"worker-{len(self.workers)}.log"
-        started = WorkerProcess(settings, log).start()
-        self.workers.append(started)
-        return started
-
-    def stop(self) -> None:
-        for w in self.workers:
-            w.stop(signal.SIGTERM, timeout_s=15)  # by PID; SIGKILL when it hangs
-
-
-@contextlib.contextmanager
-def deployment(
-    settings: Settings,
-    log_dir: Path,
-    *,
-    redis_db: int | None,
-    flush: bool = True,
-    **update: Any,
-) -> Iterator[Deployment]:
-    """Own topics and consumer group (unique names), own Redis database (flushed before and
-    after), workers stopped by PID and topics deleted at the end.
-
-    `redis_db=None` keeps the URL's database (a private Redis the test started itself).
-    """
-    tag = uuid.uuid4().hex[:10]
-    own: dict[str, Any] = {f"topic_{n}": f"{t}.{tag}" for n, t in settings.topics.items()}
-    own["consumer_group"] = f"rebate-{tag}"
-    if redis_db is not None:
-        assert settings.redis_url is not None
-        own["redis_url"] = _with_db(settings.redis_url, redis_db)
-    own.update(update)
-    mine = settings.model_copy(update=own)
-    ensure_topics_sync(mine, dict.fromkeys(mine.topics.values(), mine.topic_partitions))
-    if flush:
-        _flush(mine)
-    deployed = Deployment(mine, log_dir)
-    try:
-        yield deployed
-    finally:
-        deployed.stop()
-        if flush:
-            with contextlib.suppress(Exception):
-                _flush(mine)
-        with contextlib.suppress(Exception):
-            delete_topics_sync(mine, mine.topics.values())
 
 
 # --- book, stream and reference ----------------------------------------------------------------

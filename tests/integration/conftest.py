@@ -2,7 +2,7 @@
 
 In order: `KAFKA_BOOTSTRAP_SERVERS` / `REDIS_URL` from the environment (each on its own), a
 Docker engine through testcontainers when one answers within a second or two, else the
-embedded runtime (Tansu + a private redis-server, see agents/embedded.py).
+embedded runtime (Tansu + a private redis-server, see harness/embedded.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from agents.embedded import EmbeddedRuntime, delete_topics_sync, ensure_topics_sync
 from agents.settings import Settings
+from agents.topics import delete_topics_sync, ensure_topics_sync
+from harness.embedded import EmbeddedRuntime
 
 log = logging.getLogger(__name__)
 

@@ -36,14 +36,14 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from agents.embedded import delete_topics_sync, ensure_topics_sync
 from agents.settings import Settings
-from agents.store import RedisStore
-from agents.workers import WorkerProcess
+from agents.storage.store import RedisStore
+from agents.topics import delete_topics_sync, ensure_topics_sync, partitions
 from engine.ledger import Ledger
 from engine.replay import ReplayResult, replay_lines
 from engine.rules import Change
 from engine.seed import Seed, parse_seed
+from harness.workers import WorkerProcess
 
 __all__ = [
     "ROOT",
@@ -167,9 +167,11 @@ class Deployment:
     log_dir: Path
     workers: list[WorkerProcess] = field(default_factory=list)
 
-    def start_worker(self, *, wait: bool = True) -> WorkerProcess:
+    def start_worker(self, *, wait: bool = True, **update: Any) -> WorkerProcess:
+        """Start a worker (stopped by PID at the end); `update` overrides settings for it alone."""
+        settings = self.settings.model_copy(update=update) if update else self.settings
         log = self.log_dir / f"worker-{len(self.workers)}.log"
-        worker = WorkerProcess(self.settings, log).start()
+        worker = WorkerProcess(settings, log).start()
         self.workers.append(worker)
         if wait:
             worker.wait_ready()
@@ -196,8 +198,8 @@ class Deployment:
         return Scrape.of((worker or self.workers[-1]).metrics_text())
 
 
-def _flush(url: str) -> None:
-    client = redis.Redis.from_url(url, socket_timeout=5)
+def _flush(settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
     try:
         client.flushdb()
     finally:
@@ -205,32 +207,48 @@ def _flush(url: str) -> None:
 
 
 @contextlib.contextmanager
-def deploy(settings: Settings, name: str, log_dir: Path) -> Iterator[Deployment]:
+def deploy(
+    settings: Settings,
+    name: str,
+    log_dir: Path,
+    *,
+    redis_db: int | None = None,
+    own_redis_db: bool = True,
+    flush: bool = True,
+    **update: Any,
+) -> Iterator[Deployment]:
     """An engine deployment no other test sees; workers are started by the test.
 
-    Its topics carry a unique suffix, its consumer group is new, its Redis database is flushed
-    before and after. On exit every worker it started is SIGTERMed (SIGKILL after 20 s) by PID,
-    then its topics are deleted (best effort: the broker is shared by the whole session).
+    Its topics carry a unique suffix, its consumer group is new, its Redis database (`redis_db`,
+    else the next of 1..15; with `own_redis_db=False` the URL's own, for a private Redis the
+    test started itself) is flushed before and after unless `flush=False`. `update` overrides
+    settings. On exit every worker it started is SIGTERMed (SIGKILL after 20 s) by PID, then
+    its topics are deleted (best effort: the broker is shared by the whole session).
     """
     assert settings.redis_url is not None
     tag = f"{re.sub(r'[^A-Za-z0-9._-]', '-', name)[:40]}-{uuid.uuid4().hex[:8]}"
-    update: dict[str, Any] = {
+    own: dict[str, Any] = {
         f"topic_{topic}": f"{default}.{tag}" for topic, default in settings.topics.items()
     }
-    update["consumer_group"] = f"rebate-{tag}"
-    update["redis_url"] = _with_db(settings.redis_url, next(_REDIS_DBS))
-    own = settings.model_copy(update=update)
-    ensure_topics_sync(own, dict.fromkeys(own.topics.values(), own.topic_partitions))
-    _flush(update["redis_url"])
-    deployed = Deployment(own, log_dir)
+    own["consumer_group"] = f"rebate-{tag}"
+    if own_redis_db:
+        db = next(_REDIS_DBS) if redis_db is None else redis_db
+        own["redis_url"] = _with_db(settings.redis_url, db)
+    own.update(update)
+    mine = settings.model_copy(update=own)
+    ensure_topics_sync(mine, partitions(mine))
+    if flush:
+        _flush(mine)
+    deployed = Deployment(mine, log_dir)
     try:
         yield deployed
     finally:
         deployed.stop_workers()
+        if flush:
+            with contextlib.suppress(Exception):
+                _flush(mine)
         with contextlib.suppress(Exception):
-            _flush(update["redis_url"])
-        with contextlib.suppress(Exception):
-            delete_topics_sync(own, own.topics.values())
+            delete_topics_sync(mine, mine.topics.values())
 
 
 @pytest.fixture(name="deployment")

@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from agents.kafka_replay import fill_key, publish_and_collect
 from engine.fill import decode_fill
 from engine.rules import Change
+from harness.kafka_replay import fill_key, publish_and_collect
 from tests.factories import make_fill_dict
 from tests.integration.fixtures import (
     Deployment,

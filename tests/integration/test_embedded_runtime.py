@@ -11,8 +11,9 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from agents.embedded import EmbeddedRuntime, EmbeddedRuntimeError, ensure_topics
 from agents.settings import Settings
+from agents.topics import TopicError, ensure_topics
+from harness.embedded import EmbeddedRuntime
 
 
 def _pid_alive(pid: int) -> bool:
@@ -99,7 +100,7 @@ async def test_existing_topic_with_other_partition_count_is_an_error(
     settings: Settings, make_topic: Callable[..., str]
 ) -> None:
     topic = make_topic("fixed", partitions=2)
-    with pytest.raises(EmbeddedRuntimeError, match="has 2 partitions, 4 wanted"):
+    with pytest.raises(TopicError, match="has 2 partitions, 4 wanted"):
         await ensure_topics(settings, {topic: 4})
 
 

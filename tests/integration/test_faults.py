@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from agents.embedded import EmbeddedRuntime
-from agents.kafka_replay import Collected, publish_and_collect
-from agents.simulate import generate_fills, generate_seed
-from agents.workers import WorkerProcess
 from engine.fill import decode_fill
 from engine.ledger import Ledger
 from engine.seed import Seed, parse_seed
+from harness.embedded import EmbeddedRuntime
+from harness.kafka_replay import Collected, publish_and_collect
+from harness.simulate.generator import generate_fills, generate_seed
+from harness.workers import WorkerProcess
 from tests.factories import make_fill_dict
 from tests.integration.fixtures import (
     Deployment,

@@ -26,13 +26,14 @@ import pytest
 import redis
 from aiokafka import AIOKafkaProducer
 
-from agents.embedded import ManagedProcess
-from agents.kafka_replay import Collected, publish_and_collect
 from agents.settings import Settings
-from agents.workers import WorkerProcess, settings_env
 from engine.seed import parse_seed
+from harness.embedded import ManagedProcess, answers_ping
+from harness.kafka_replay import Collected, publish_and_collect
+from harness.workers import WorkerProcess, settings_env
 from tests.factories import fill_line
-from tests.integration._helpers import deployment, load_seed, read_topic, server, wait_ready
+from tests.integration._helpers import load_seed, read_topic, server, wait_ready
+from tests.integration.fixtures import deploy
 
 REDIS_SERVER = shutil.which("redis-server")
 PASSWORD = f"url-pw-{uuid.uuid4().hex}"
@@ -145,17 +146,11 @@ class Run:
 
 
 def _ping(port: int) -> bool:
-    client = redis.Redis(port=port, password=PASSWORD, socket_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
+    return answers_ping(redis.Redis(port=port, password=PASSWORD, socket_timeout=0.5))
 
 
 async def _scenario(settings: Settings, rdb: ManagedProcess, log_dir: Path, level: str) -> Run:
-    with deployment(settings, log_dir, redis_db=None, topic_partitions=2) as dep:
+    with deploy(settings, "logging", log_dir, own_redis_db=False, topic_partitions=2) as dep:
         await load_seed(dep.settings, parse_seed(SEED, "personal-seed.yaml"))
         worker = _SplitWorker(
             dep.settings.model_copy(update={"log_level": level}), log_dir / f"worker-{level}.log"

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.embedded import EmbeddedRuntime
-from agents.kafka_replay import publish_and_collect
 from agents.metrics import Metrics
 from engine.seed import load_seed
+from harness.embedded import EmbeddedRuntime
+from harness.kafka_replay import publish_and_collect
 from tests.e2e.promql_names import (
     PROMETHEUS_SERIES,
     exposed_series,

@@ -20,16 +20,16 @@ import orjson
 import pytest
 import yaml
 
-from agents.kafka_replay import publish_and_collect
 from agents.settings import Settings
+from harness.kafka_replay import publish_and_collect
 from tests.integration._helpers import (
-    deployment,
     load_seed,
     server,
     simulated,
     wait_ready,
     wait_until,
 )
+from tests.integration.fixtures import deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus")
@@ -85,9 +85,9 @@ def _query(base: str, promql: str) -> dict[str, float]:
 @pytest.mark.timeout(120)
 async def test_prometheus_reads_the_engine_metrics(settings: Settings, tmp_path: Path) -> None:
     seed, lines = simulated(accounts=60, fills=_FILLS, rng_seed=11)
-    with deployment(settings, tmp_path, redis_db=14) as dep:
+    with deploy(settings, "prometheus-scrape", tmp_path, redis_db=14) as dep:
         await load_seed(dep.settings, seed)
-        worker = dep.worker()
+        worker = dep.start_worker(wait=False)
         config_path = tmp_path / "prometheus.yml"
         config_path.write_text(
             yaml.safe_dump(_scrape_config(f"127.0.0.1:{worker.web_port}", ROOT / "deploy/rules"))

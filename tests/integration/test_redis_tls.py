@@ -24,20 +24,23 @@ import redis
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 
-from agents.kafka_replay import publish_and_collect
+from agents.fills import FillProcessor
 from agents.logs import JsonFormatter, scrub
+from agents.messages import Record
 from agents.metrics import Metrics
-from agents.pipeline import FillProcessor, Record, Topics
 from agents.settings import Settings
-from agents.store import RedisStore
+from agents.storage.store import RedisStore
+from harness.embedded import answers_ping
+from harness.kafka_replay import publish_and_collect
+from tests.factories import TOPICS
 from tests.integration._helpers import (
-    deployment,
     load_seed,
     offline_credits,
     server,
     simulated,
     wait_ready,
 )
+from tests.integration.fixtures import deploy
 
 REDIS_SERVER = shutil.which("redis-server")
 OPENSSL = shutil.which("openssl")
@@ -106,12 +109,7 @@ def _ping_tls(port: int, certs: Certs) -> bool:
         ssl_certfile=str(certs.client_cert), ssl_keyfile=str(certs.client_key),
         username=USER, password=PASSWORD, socket_timeout=0.5, socket_connect_timeout=0.5,
     )  # fmt: skip
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
+    return answers_ping(client)
 
 
 def _tls_redis(tmp: Path, certs: Certs, auth_clients: str) -> Iterator[int]:
@@ -185,14 +183,14 @@ async def test_store_and_processor_settle_over_tls_as_acl_user(
         assert await client.acl_whoami() == USER
         store = RedisStore(client)
         assert await store.load_seed(seed) is not None
-        processor = FillProcessor(store, Metrics(), Topics())
+        processor = FillProcessor(store, Metrics(), TOPICS)
         records = [Record(line, "fills.v1", 0, offset) for offset, line in enumerate(lines)]
         credits = []
         for start in range(0, len(records), 100):
             result = await processor.process(records[start : start + 100])
             credits += [o.value for o in result.outgoing if o.topic == "credits.v1"]
         # Processing the stream again changes nothing and re-emits the stored credits.
-        again = await FillProcessor(store, Metrics(), Topics()).process(records)
+        again = await FillProcessor(store, Metrics(), TOPICS).process(records)
     finally:
         await client.aclose()
     assert credits, "the stream earned no credits"
@@ -304,11 +302,17 @@ async def test_worker_credits_fills_over_tls(
         )
     }
     seed, lines = simulated(accounts=30, fills=120, rng_seed=5)
-    with deployment(
-        settings, tmp_path, redis_db=None, flush=False, topic_partitions=2, **redis_fields
+    with deploy(
+        settings,
+        "redis-tls",
+        tmp_path,
+        own_redis_db=False,
+        flush=False,
+        topic_partitions=2,
+        **redis_fields,
     ) as dep:
         await load_seed(dep.settings, seed)
-        worker = dep.worker()
+        worker = dep.start_worker(wait=False)
         await asyncio.to_thread(wait_ready, worker)
         state = worker.readiness()
         collected = await publish_and_collect(dep.settings, lines, timeout_s=60)

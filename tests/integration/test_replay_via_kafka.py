@@ -9,8 +9,8 @@ from collections import Counter
 import orjson
 import pytest
 
-from agents.kafka_replay import publish_and_collect
 from engine.seed import load_seed
+from harness.kafka_replay import publish_and_collect
 from tests.factories import make_fill_dict
 from tests.integration.fixtures import (
     ROOT,

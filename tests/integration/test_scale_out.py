@@ -11,11 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.kafka_replay import publish_and_collect
 from agents.settings import Settings
-from agents.workers import WorkerProcess
+from harness.kafka_replay import publish_and_collect
+from harness.workers import WorkerProcess
 from tests.integration._helpers import (
-    deployment,
     load_seed,
     offline_credits,
     read_topic,
@@ -23,6 +22,7 @@ from tests.integration._helpers import (
     wait_ready,
     wait_until,
 )
+from tests.integration.fixtures import deploy
 
 _PARTITIONS = 8
 _FILLS = 3_000
@@ -50,9 +50,9 @@ def _fills_consumed(worker: WorkerProcess) -> float:
 async def test_kill_one_of_two_workers_mid_stream(settings: Settings, tmp_path: Path) -> None:
     seed, lines = simulated(accounts=300, fills=_FILLS)
     expected = offline_credits(seed, lines)
-    with deployment(settings, tmp_path, redis_db=13, topic_partitions=_PARTITIONS) as dep:
+    with deploy(settings, "scale-out", tmp_path, redis_db=13, topic_partitions=_PARTITIONS) as dep:
         await load_seed(dep.settings, seed)
-        first, second = dep.worker(), dep.worker()
+        first, second = dep.start_worker(wait=False), dep.start_worker(wait=False)
         await asyncio.gather(
             asyncio.to_thread(wait_ready, first), asyncio.to_thread(wait_ready, second)
         )

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from engine.commission import Rebate, split, split_rebate
@@ -128,7 +128,11 @@ def test_replaying_the_same_input_twice_is_byte_identical(
         replay_lines(lines, Ledger.from_seed(parse_seed(SEED)), out.append)
         return b"".join(out)
 
-    assert run() == run()
+    first = run()
+    # Streams the engine credits nothing for prove nothing here; if every stream were empty,
+    # hypothesis would fail the test as unsatisfiable instead of passing it on empty.
+    assume(first)
+    assert run() == first
 
 
 @settings(max_examples=60, deadline=None)

@@ -105,3 +105,15 @@ def test_plan_and_loyalty_changes() -> None:
 def test_missing_file_is_a_clear_error() -> None:
     with pytest.raises(SeedError, match=r"no-such\.yaml: cannot read"):
         load_seed("no-such.yaml")
+
+
+def test_an_ib_cycle_fails_the_seed_even_with_no_account_under_it() -> None:
+    # The seed and `admin` share one change validator (engine.rules.change_refusal): a cycle
+    # is refused where it is written, not only once an account's attribution runs into it.
+    text = SPEC_EXAMPLE.read_text().replace(
+        "ibs:\n",
+        "ibs:\n  - {id: IB-X, plan: std, parent: IB-Y}\n  - {id: IB-Y, plan: std, parent: IB-X}\n",
+        1,
+    )
+    with pytest.raises(SeedError, match=r"IB cycle at 2024-01-01T00:00:00Z: IB-X -> IB-Y -> IB-X"):
+        parse_seed(text, "seed.yaml")

@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from agents.simulate import SERVERS, SYMBOLS, account_profile, generate_fills, generate_seed
+from harness.simulate.generator import (
+    SERVERS,
+    SYMBOLS,
+    account_profile,
+    generate_fills,
+    generate_seed,
+)
 from schemas import validate
 
 START = datetime(2024, 6, 3, 7, 30, tzinfo=UTC)

@@ -99,9 +99,16 @@ def encode_output(output: Output, encoded: Mapping[str, bytes] | None = None) ->
     return (b'{"credits":' + credits + b',"events":' + events + b"}").decode()
 
 
-def decode_output(raw: bytes | str) -> Output:
+def decode_output(raw: bytes | str) -> tuple[Output, dict[str, bytes]]:
+    """A stored output, and its credits' stored credit.v1 bytes by credit_id.
+
+    The bytes are what a redelivery publishes: orjson gives back the same bytes for a value
+    it parsed from its own output, whereas re-encoding the Credit objects would stamp the
+    running engine's version over the one that was published then.
+    """
     data = orjson.loads(raw)
-    return Output(
+    stored = {c["credit_id"]: orjson.dumps(c) for c in data["credits"]}
+    output = Output(
         tuple(Credit.from_dict(c) for c in data["credits"]),
         tuple(
             WalletEvent(
@@ -112,6 +119,7 @@ def decode_output(raw: bytes | str) -> Output:
             for e in data["events"]
         ),
     )
+    return output, stored
 
 
 def encode_standing(standing: Standing, encoded: Mapping[str, bytes] | None = None) -> str:

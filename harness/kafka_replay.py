@@ -23,7 +23,6 @@ from engine.fill import decode_fill
 
 __all__ = ["Collected", "publish_and_collect"]
 
-_SETTLE_S = 0.3
 _MAX_GAP_S = 2.0  # with --speed, a quiet night in the recording is not replayed as a quiet night
 
 

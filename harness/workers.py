@@ -20,8 +20,8 @@ from typing import cast
 
 import orjson
 
-from agents.embedded import die_with_parent_thread
 from agents.settings import Settings, env_var_name
+from harness.embedded import die_with_parent_thread
 
 __all__ = ["WorkerProcess", "free_port", "settings_env"]
 

@@ -2,7 +2,8 @@
 
 It stands in for the MT4/MT5 bridges (SPEC 1): it writes a generated seed (so the fills it
 sends attribute to IBs and clients), then publishes fill.v1 messages from
-`agents.simulate.generate_fills` to `fills.v1` at N fills/s, keyed `"{server}:{login}"`, or
+`harness.simulate.generator.generate_fills` to `fills.v1` at N fills/s, keyed
+`"{server}:{login}"`, or
 writes them to a JSON-lines file with `--out` (no broker needed).
 
     rebate-engine simulate --rate 1000 --accounts 2000 --seed-out seed.json --load-seed
@@ -14,145 +15,37 @@ as long as this command would have nobody consuming from it. For an all-in-one l
 `rebate-engine replay --via-kafka --rate N` (embedded broker, Redis and a worker) or
 `rebate-engine bench`.
 
-`publish_paced` is the pacing publisher; the benchmark (agents/bench.py) drives the engine
-with it too, so both measure the same offered load.
+The pacing publisher is harness/simulate/pacer.py (the benchmark uses it too).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 from rich.console import Console
 
-from agents.embedded import ensure_topics
 from agents.settings import Settings
-from agents.simulate import generate_fills, generate_seed
-from agents.store import RedisStore
+from agents.storage.store import load_seed_into
+from agents.topics import ensure_topics
 from engine.seed import SeedError, load_seed
+from harness.simulate.pacer import PublishStats, fill_lines, publish_paced, write_seed
 
-__all__ = ["PublishStats", "fill_lines", "publish_paced", "register", "write_seed"]
-
-_PROGRESS_EVERY_S = 1.0
-_YIELD_EVERY = 200  # sends between forced yields when behind schedule (lets the sender run)
-_UNLIMITED = sys.maxsize
-
-
-@dataclass
-class PublishStats:
-    """What a paced publish did; updated live (progress callbacks read it)."""
-
-    sent: int = 0
-    acked: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    first_error: BaseException | None = None
-
-    @property
-    def rate(self) -> float:
-        return self.sent / self.seconds if self.seconds > 0 else 0.0
-
-
-def fill_lines(
-    seed_dict: dict[str, Any], count: int | None, *, random_seed: int, start: datetime
-) -> Iterator[tuple[bytes, bytes]]:
-    """(key, fill.v1 JSON) pairs for the seed's accounts; unlimited when `count` is None."""
-    rng = random.Random(f"rebate-engine/bridge/fills/{random_seed}")
-    for fill in generate_fills(seed_dict, rng, _UNLIMITED if count is None else count, start):
-        yield f"{fill['server']}:{fill['login']}".encode(), orjson.dumps(fill)
-
-
-def write_seed(path: Path, accounts: int, *, random_seed: int) -> dict[str, Any]:
-    """Generate a seed for `accounts` accounts, write it as JSON (a valid seed file), return it."""
-    rng = random.Random(f"rebate-engine/bridge/seed/{random_seed}")
-    seed_dict = generate_seed(accounts, rng)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(seed_dict, option=orjson.OPT_INDENT_2) + b"\n")
-    return seed_dict
-
-
-async def publish_paced(
-    producer: AIOKafkaProducer,
-    topic: str,
-    items: Iterable[tuple[bytes, bytes]],
-    *,
-    rate: float | None,
-    on_send: Callable[[int], None] | None = None,
-    progress: Callable[[PublishStats], None] | None = None,
-    stop: asyncio.Event | None = None,
-) -> PublishStats:
-    """Publish (key, value) pairs at `rate` messages/s (flat out when None), then wait for
-    every acknowledgement.
-
-    Fill i is due at `start + i / rate`: a late sender catches up instead of drifting, so the
-    offered load over the run is the rate asked for. `on_send(i)` runs right before fill i is
-    handed to the producer (the benchmark records send times with it); `progress` runs about
-    once a second; `stop` ends the run early (Ctrl-C).
-    """
-    stats = PublishStats()
-    pending: set[asyncio.Future[Any]] = set()
-
-    def acked(future: asyncio.Future[Any]) -> None:
-        pending.discard(future)
-        if future.cancelled() or future.exception() is not None:
-            stats.failed += 1
-            if stats.first_error is None and not future.cancelled():
-                stats.first_error = future.exception()
-        else:
-            stats.acked += 1
-
-    start = time.monotonic()
-    next_progress = start + _PROGRESS_EVERY_S
-    since_yield = 0
-    for i, (key, value) in enumerate(items):
-        if stop is not None and stop.is_set():
-            break
-        now = time.monotonic()
-        if rate:
-            ahead = start + i / rate - now
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-                since_yield = 0
-        since_yield += 1
-        if since_yield >= _YIELD_EVERY:
-            await asyncio.sleep(0)
-            since_yield = 0
-        if on_send is not None:
-            on_send(i)
-        future = await producer.send(topic, value, key=key)
-        pending.add(future)
-        future.add_done_callback(acked)
-        stats.sent += 1
-        if progress is not None and now >= next_progress:
-            now = time.monotonic()
-            stats.seconds = now - start
-            progress(stats)
-            next_progress = now + _PROGRESS_EVERY_S
-        if stats.first_error is not None:
-            break
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)
-    stats.seconds = time.monotonic() - start
-    return stats
-
+__all__ = ["register"]
 
 # -- the command -------------------------------------------------------------------------------
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `simulate` to the CLI's subparsers (agents/cli.py calls `bridge.register(sub)`)."""
+    """Add `simulate` to the CLI's subparsers (an entry point of `rebate_engine.commands`)."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "simulate",
         help="bridge simulator: publish realistic fills to fills.v1 at N fills/s",
@@ -287,11 +180,7 @@ async def _load_seed(settings: Settings, path: Path, console: Console) -> int:
     except SeedError as exc:  # our own output: a failure here is a bug worth showing
         print(f"error: generated seed does not load: {exc}", file=sys.stderr)
         return 1
-    redis = Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
-    try:
-        version = await RedisStore(redis).load_seed(seed)
-    finally:
-        await redis.aclose()
+    version = await load_seed_into(settings, seed, replace=False)
     console.print(
         "seed loaded before: nothing changed"
         if version is None

@@ -4,7 +4,7 @@
 (credits, wallet events, dead letters). The Faust agent (agents/app.py) and the plain aiokafka
 baseline of the benchmark call the same code, so the comparison measures only the consumer.
 
-Per batch, in the steady state, Redis sees one round trip: the Lua apply (agents/apply.lua).
+Per batch, in the steady state, Redis sees one round trip: the Lua apply (agents/storage/apply.lua).
 Wallet state is cached per login (this worker owns the login's partition) and checked by
 compare-and-set in the script; the rules are cached and checked by version in the same call.
 """
@@ -14,55 +14,25 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, TypeVar
 
 import orjson
 
-from agents import keys
-from agents.codec import credit_json, decode_output, encode_output, encode_standing
+from agents.messages import BatchResult, Outgoing, Record, Topics
 from agents.metrics import Metrics
-from agents.store import ApplyItem, RedisStore, StaleRules, cents
+from agents.storage.codec import credit_json, decode_output, encode_output, encode_standing
+from agents.storage.store import ApplyItem, RedisStore, StaleRules
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
-from engine.settle import Reason, Settlement, settle
+from engine.settle import Outcome, Reason, Settlement, settle
+from engine.settlement import settlement_increments
 from engine.state import AccountState, DealJournal, Output
 
-__all__ = ["FillProcessor", "Outgoing", "Record", "Topics"]
+__all__ = ["FillProcessor"]
 
 _T = TypeVar("_T")
-_MAX_ROUNDS = 8
-_DLQ_MAX_VALUE = (
-    256 * 1024
-)  # compare-and-set retries for one batch; each round settles at least one item
-_SETTLED_KINDS = frozenset({"ib_commission", "ib_override"})
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A consumed Kafka record (what the DLQ headers and the latency metric need)."""
-
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    topic: str
-    key: bytes
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    credits: str = "credits.v1"
-    dead_letters: str = "fills.v1.dlq"
-    wallet_events: str = "wallet-events.v1"
+_MAX_ROUNDS = 8  # compare-and-set retries for one batch; each round settles at least one item
+_DLQ_MAX_VALUE = 256 * 1024
 
 
 @dataclass
@@ -78,17 +48,11 @@ class _Pending:
     encoded: dict[str, bytes] = field(default_factory=dict)  # credit_id -> credit.v1 bytes
 
 
-@dataclass
-class BatchResult:
-    outgoing: list[Outgoing] = field(default_factory=list)
-    timestamps_ms: list[int] = field(default_factory=list)
-
-
 class FillProcessor:
-    def __init__(self, store: RedisStore, metrics: Metrics, topics: Topics | None = None) -> None:
+    def __init__(self, store: RedisStore, metrics: Metrics, topics: Topics) -> None:
         self.store = store
         self.metrics = metrics
-        self.topics = topics or Topics()
+        self.topics = topics
         self._accounts: dict[int, tuple[int, AccountState]] = {}
         self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
@@ -116,7 +80,7 @@ class FillProcessor:
             try:
                 fill = decode_fill(record.value or b"")
             except BadFill as exc:
-                result.outgoing.append(self._dead_letter(record, exc.reason, str(exc)))
+                result.dead_letters.append(self._dead_letter(record, exc.reason, str(exc)))
                 continue
             pending.append(_Pending(i, record, fill))
             if record.timestamp_ms is not None:
@@ -135,14 +99,14 @@ class FillProcessor:
                 continue  # dead-lettered during settlement
             for credit in p.output.credits:
                 value = p.encoded.get(credit.credit_id) or credit_json(credit)
-                result.outgoing.append(
+                result.credits.append(
                     Outgoing(self.topics.credits, credit.beneficiary_id.encode(), value)
                 )
                 count, amount = self._credit_metrics(credit.kind, credit.currency)
                 count.inc()
                 amount.inc(abs(float(credit.amount)))
             for event in p.output.events:
-                result.outgoing.append(
+                result.wallet_events.append(
                     Outgoing(
                         self.topics.wallet_events,
                         str(p.fill.login).encode(),
@@ -152,10 +116,9 @@ class FillProcessor:
             self.metrics.fills.labels(p.settlement.outcome).inc()
             for reason in p.settlement.reasons:
                 self.metrics.fill_reasons.labels(reason).inc()
-        for o in result.outgoing:
-            if o.topic == self.topics.dead_letters:
-                self.metrics.dead_letters.labels(o.headers[0][1].decode()).inc()
-                self.metrics.fills.labels("dead_lettered").inc()
+        for o in result.dead_letters:
+            self.metrics.dead_letters.labels(o.headers[0][1].decode()).inc()
+            self.metrics.fills.labels("dead_lettered").inc()
         self.metrics.batch_size.observe(len(records))
         return result
 
@@ -185,13 +148,13 @@ class FillProcessor:
                 # so a fill for an account added a moment ago is not settled on old rules.
                 if await self._timed("rules", self.store.refresh_rules()):
                     return todo
-                result.outgoing.extend(dead)
+                result.dead_letters.extend(dead)
                 return []
             replies = await self._timed("apply", self.store.apply([i for i, _ in items]))
         except StaleRules:
             await self._timed("rules", self.store.refresh_rules())
             return todo
-        result.outgoing.extend(dead)
+        result.dead_letters.extend(dead)
         redo: list[_Pending] = []
         broken: set[int] = set()
         for (item, p), (status, payload) in zip(items, replies, strict=True):
@@ -199,10 +162,12 @@ class FillProcessor:
                 self._accounts[item.login] = (int(payload), item.account)
             elif status in ("dup", "stale"):
                 # dup: publish exactly what was emitted then (same ids as our recomputation,
-                # not necessarily the same amounts); stale: nothing.
-                p.output = decode_output(payload) if status == "dup" else Output()
-                p.encoded = {}
-                outcome = "duplicate" if status == "dup" else "stale"
+                # not necessarily the same amounts, or the same engine version); stale: nothing.
+                if status == "dup":
+                    p.output, p.encoded = decode_output(payload)
+                else:
+                    p.output, p.encoded = Output(), {}
+                outcome: Outcome = "duplicate" if status == "dup" else "stale"
                 p.settlement = _unchanged(p.settlement, outcome, p.output)
                 broken.add(item.login)
             else:
@@ -250,8 +215,8 @@ class FillProcessor:
                 seq=fill.seq,
                 standing_json=encode_standing(s.standing, p.encoded) if s.standing else "",
                 output_json=encode_output(s.output, p.encoded),
-                rewards=tuple((c, cents(d)) for c, d in s.reward_deltas),
-                settlements=_settlement_increments(s),
+                rewards=s.reward_deltas,
+                settlements=settlement_increments(s.credits),
             )
             items.append((item, p))
             accounts[fill.login] = (version + 1, s.account)
@@ -290,34 +255,9 @@ class FillProcessor:
         return value
 
 
-def _unchanged(s: Settlement | None, outcome: str, output: Output) -> Settlement | None:
+def _unchanged(s: Settlement | None, outcome: Outcome, output: Output) -> Settlement | None:
     """What the script found: a duplicate (output: what it emitted then) or a stale seq."""
     if s is None:
         return None
     reasons: tuple[Reason, ...] = ("stale",) if outcome == "stale" else ("duplicate",)
     return Settlement(s.fill, outcome, reasons, output, s.account, s.standing)
-
-
-@lru_cache(maxsize=4096)
-def _hour_of(close_time: str) -> tuple[str, str, int]:
-    """(settle key, hour label, epoch) of a close_time: fills arrive hour by hour, so cached."""
-    hour = datetime.fromisoformat(close_time).replace(minute=0, second=0, microsecond=0)
-    label = hour.strftime("%Y-%m-%dT%H:00:00Z")
-    return keys.SETTLE_HOUR.format(hour=label), label, int(hour.astimezone(UTC).timestamp())
-
-
-def _settlement_increments(s: Settlement) -> tuple[tuple[str, str, int, int, str, int], ...]:
-    """(hour key, ib, cents, count delta, hour, epoch) for each IB commission credit."""
-    out = []
-    for c in s.credits:
-        kind = c.basis.get("reversed_kind", c.kind) if c.kind == "reversal" else c.kind
-        if kind in _SETTLED_KINDS and c.beneficiary_type == "ib":
-            delta = -1 if c.kind == "reversal" else 1
-            # A reversal belongs to the hour of the credit it reverses, so an update that
-            # moves a deal's close time never shifts money between settled hours.
-            closed = (
-                c.basis["reversed_close_time"] if c.kind == "reversal" else c.fill["close_time"]
-            )
-            key, label, epoch = _hour_of(closed)
-            out.append((key, c.beneficiary_id, cents(c.amount), delta, label, epoch))
-    return tuple(out)

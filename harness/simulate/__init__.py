@@ -1,0 +1,1 @@
+"""The bridge + back-office simulator: fill generator and the `simulate` command."""
