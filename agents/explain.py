@@ -1,0 +1,117 @@
+"""`rebate-engine explain`: the offline command around engine/explain.py, and its rendering."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+
+from engine.crm import apply_event_lines
+from engine.explain import (
+    DealExplanation,
+    LoginExplanation,
+    explain_deal,
+    explain_login,
+    replay_for_explain,
+)
+from engine.ledger import Ledger
+from engine.seed import SeedError, load_seed
+
+__all__ = ["register", "render_deal", "render_login"]
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "explain", help="how a deal (or a login's wallet) was settled, in words, for support"
+    )
+    parser.add_argument("--seed", required=True, type=Path, help="seed file (YAML or JSON)")
+    parser.add_argument(
+        "--fills", required=True, type=Path, nargs="+", help="fill.v1 JSON lines, in order"
+    )
+    parser.add_argument("--crm-events", type=Path, help="crm-event.v1 JSON lines, as in replay")
+    parser.add_argument("--server", help="the deal's server (with --deal)")
+    parser.add_argument("--deal", type=int, help="the deal to explain (with --server)")
+    parser.add_argument("--login", type=int, help="a login: wallet, bonus progress, its deals")
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    parser.set_defaults(handler=_explain)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    by_deal = args.server is not None and args.deal is not None
+    if by_deal == (args.login is not None) or (args.server is None) != (args.deal is None):
+        print("error: give either --server S --deal D or --login L", file=sys.stderr)
+        return 2
+    missing = [str(p) for p in [*args.fills, args.crm_events] if p and not p.is_file()]
+    if missing:
+        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        seed = load_seed(args.seed)
+    except SeedError as exc:
+        print(f"error: bad seed: {exc}", file=sys.stderr)
+        return 2
+    ledger = Ledger.from_seed(seed)
+    with ExitStack() as stack:
+        if args.crm_events is not None:
+            handle = stack.enter_context(args.crm_events.open("rb"))
+            apply_event_lines(
+                ((str(args.crm_events), n, line) for n, line in enumerate(handle, 1)), ledger.book
+            )
+        lines = (
+            (str(path), n, line)
+            for path in args.fills
+            for n, line in enumerate(stack.enter_context(path.open("rb")), 1)
+        )
+        target = (args.server, args.deal) if by_deal else None
+        recorded = replay_for_explain(lines, ledger, deal=target, login=args.login)
+    console = Console(highlight=False, soft_wrap=True)  # one line per step: pasteable
+    if by_deal:
+        explained = explain_deal(recorded, args.server, args.deal)
+        if args.json:
+            sys.stdout.buffer.write(orjson.dumps(explained.to_dict(), option=orjson.OPT_INDENT_2))
+            sys.stdout.write("\n")
+        else:
+            render_deal(explained, console)
+        return 0 if explained.revisions else 1
+    login = explain_login(recorded, args.login)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(login.to_dict(), option=orjson.OPT_INDENT_2))
+        sys.stdout.write("\n")
+    else:
+        render_login(login, console)
+    return 0
+
+
+def render_deal(explained: DealExplanation, console: Console) -> None:
+    if not explained.revisions:
+        console.print(
+            f"Deal {explained.deal} on {explained.server} is not in these fills.", markup=False
+        )
+        return
+    for revision in explained.revisions:
+        console.print(revision.title, markup=False)
+        for step in revision.steps:
+            console.print(f"  [{step.name}] {step.text}", markup=False)
+    totals = ", ".join(f"{v:.2f} {k}" for k, v in explained.totals.items()) or "nothing"
+    console.print(f"Standing for deal {explained.deal} now: {totals}.", markup=False)
+
+
+def render_login(login: LoginExplanation, console: Console) -> None:
+    console.print(f"Login {login.login}", markup=False)
+    for line in login.lines():
+        console.print(f"  {line}", markup=False)
+    console.print(f"  Deals of login {login.login}: {len(login.deals)}", markup=False)
+    for deal in login.deals:
+        last = deal.revisions[-1].settlement
+        totals = ", ".join(f"{v:.2f} {k}" for k, v in deal.totals.items()) or "nothing"
+        reasons = f" ({', '.join(last.reasons)})" if last.reasons else ""
+        console.print(
+            f"    {deal.server} deal {deal.deal}: {len(deal.revisions)} revision(s), last"
+            f" {last.fill.event} {last.outcome}{reasons}; stands {totals}",
+            markup=False,
+        )
