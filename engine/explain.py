@@ -526,6 +526,7 @@ def _l1_steps(s: Settlement, attr: Attribution, l1: Credit) -> list[Step]:
             f"L1 commission for IB {attr.ib.id}: {b['formula']} USD (credit {ib_credit.credit_id})."
         )
         rate, source, rebate = b["rebate_rate"], b["rebate_source"], b["rebate"]
+        method = b["rebate_method"]
     else:
         b = l1.basis
         text = (
@@ -533,16 +534,18 @@ def _l1_steps(s: Settlement, attr: Attribution, l1: Credit) -> list[Step]:
             " IB net 0.00 (not emitted)."
         )
         rate, source, rebate = b["rate"], b["source"], f"{l1.amount:.2f}"
+        method = b["method"]
     steps = [Step("commission", text, {"gross": gross, "rebate": rebate, "net": _net(s)})]
+    unit = "%" if method == "rebate_pct" else " USD per standard lot"
     if rebate_credit is not None:
         text = (
             f"Client rebate for {attr.client.id}: {rebate_credit.basis['formula']} USD"
-            f" (rate {rate}, source {source}: {_REBATE_SOURCES.get(source, source)};"
+            f" (rate {rate}{unit}, source {source}: {_REBATE_SOURCES.get(source, source)};"
             f" credit {rebate_credit.credit_id})."
         )
     else:
         text = (
-            f"No client rebate for {attr.client.id}: rate {rate}, source {source}"
+            f"No client rebate for {attr.client.id}: rate {rate}{unit}, source {source}"
             f" ({_REBATE_SOURCES.get(source, source)}): 0.00."
         )
     steps.append(
