@@ -59,9 +59,11 @@ def _explain(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         if args.crm_events is not None:
             handle = stack.enter_context(args.crm_events.open("rb"))
-            apply_event_lines(
+            applied = apply_event_lines(
                 ((str(args.crm_events), n, line) for n, line in enumerate(handle, 1)), ledger.book
             )
+            for p in applied.problems:  # the same events `replay --crm-events` would refuse
+                print(f"skipped {p.source}:{p.line}: {p.reason}: {p.message}", file=sys.stderr)
         lines = (
             (str(path), n, line)
             for path in args.fills

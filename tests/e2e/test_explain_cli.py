@@ -104,3 +104,16 @@ def test_explain_needs_a_deal_or_a_login(
     seed, fills = files
     assert main(["explain", "--seed", str(seed), "--fills", str(fills), "--deal", "1"]) == 2
     assert "either --server S --deal D or --login L" in capsys.readouterr().err
+
+
+def test_explain_reports_refused_back_office_events(
+    tmp_path: Path, files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed, fills = files
+    events = tmp_path / "crm.jsonl"
+    events.write_bytes(b"{not json\n")
+    args = ["explain", "--seed", str(seed), "--fills", str(fills), "--crm-events", str(events)]
+    assert main([*args, "--server", SERVER, "--deal", "3"]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped {events}:1:" in captured.err
+    assert "withheld (self_trade_upline)" in captured.out

@@ -164,3 +164,20 @@ def test_login_shows_wallet_allocations_and_bonus_progress() -> None:
     # 3.00 allocated, all of it covering deal 1's update.
     assert a["wallet"]["jm_balance"] == "0.00"
     assert [(d["deal"], d["revisions"]) for d in a["deals"]] == [(1, 2), (2, 1)]
+
+
+def test_a_redelivered_revision_is_told_as_a_duplicate_and_changes_no_total() -> None:
+    ledger = Ledger.from_seed(parse_seed(SEED, "explain-seed.yaml"))
+    first = fill_lines()[0]
+    lines = [("f", 1, first), ("f", 2, first)]
+    explained = explain_deal(replay_for_explain(lines, ledger, deal=(SERVER, 1)), SERVER, 1)
+    original, again = explained.revisions
+    (step,) = again.steps
+    assert again.settlement.outcome == "duplicate"
+    for credit in original.settlement.credits:
+        assert credit.credit_id in step.text
+    # Counted once: 15.00 + 5.00 + 2.00 + 3.00 USD and 0.50 JM USD (deal 1 in the scenario).
+    assert {k: f"{v:.2f}" for k, v in explained.totals.items()} == {
+        "USD": "25.00",
+        "JMUSD": "0.50",
+    }
