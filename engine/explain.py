@@ -24,8 +24,9 @@ from engine.fill import Fill
 from engine.ledger import Ledger
 from engine.money import ZERO, fmt
 from engine.replay import Problem, ReplayResult, replay_lines
-from engine.rules import Attribution, Rule
+from engine.rules import Attribution, Rule, RuleBook
 from engine.settle import Settlement, cost_inputs
+from engine.state import AccountState
 
 __all__ = [
     "REASON_WORDS",
@@ -135,7 +136,7 @@ class LoginExplanation:
     login: int
     clients: tuple[str, ...]
     rewards: Mapping[str, Decimal]  # client -> JM USD in the reward wallet
-    ledger_state: Any  # AccountState after the replay
+    ledger_state: AccountState  # after the replay
     deals: tuple[DealExplanation, ...]
 
     def lines(self) -> list[str]:
@@ -255,7 +256,8 @@ def explain_login(recorded: Recorded, login: int) -> LoginExplanation:
         if settlements[0].fill.login == login
     )
     clients: list[str] = []
-    times = [s.fill.close_time for d in deals for r in d.revisions for s in [r.settlement]]
+    # The login's client at each of its fills, then the latest (a login may change hands).
+    times = [r.settlement.fill.close_time for d in deals for r in d.revisions]
     for at in [*times, _FAR_FUTURE]:
         attr = book.resolve(login, at)
         if attr is not None and attr.client.id not in clients:
@@ -272,7 +274,7 @@ def explain_login(recorded: Recorded, login: int) -> LoginExplanation:
 # -- one revision, step by step ----------------------------------------------------------------
 
 
-def _steps(s: Settlement, book: Any) -> list[Step]:
+def _steps(s: Settlement, book: RuleBook) -> list[Step]:
     fill = s.fill
     if s.outcome == "duplicate":
         ids = ", ".join(c.credit_id for c in s.credits) or "none"
@@ -352,7 +354,7 @@ def _reversal_steps(credits: Sequence[Credit]) -> list[Step]:
     ]
 
 
-def _rules_step(fill: Fill, attr: Attribution, book: Any) -> tuple[Step, Rule | None]:
+def _rules_step(fill: Fill, attr: Attribution, book: RuleBook) -> tuple[Step, Rule | None]:
     lot_scale = attr.lot_scale(fill.currency)
     parts = [
         f"Rules in force at {fill.close_time_text}: login {fill.login} is a"
@@ -490,6 +492,8 @@ def _commission_steps(s: Settlement, attr: Attribution, rule: Rule | None) -> li
     for name in WITHHOLD_CHECKS:
         described = _check(fill, attr, name)
         if described is None:
+            checks.append(f"{name}: not required by plan {attr.plan.id}")
+            numbers[name] = {"result": "not_required"}
             continue
         words, values = described
         if name == failed:

@@ -40,7 +40,9 @@ def test_an_earning_deal_states_its_rules_and_numbers() -> None:
     # 2 lots x 1 = 2 standard lots; commission -8.00 -> 8 paid; cost (0 + 8) x 1 = 8 USD.
     assert "2 lots x lot_scale 1 = 2 standard lots" in costs
     assert "= 8 USD to trade" in costs
-    assert "min_hold: held 600 s, plan minimum 180 s: passed" in _step(steps, "eligibility").text
+    eligibility = _step(steps, "eligibility").text
+    assert "min_hold: held 600 s, plan minimum 180 s: passed" in eligibility
+    assert "min_points: not required by plan desk" in eligibility  # desk sets no min_points
     commission = _step(steps, "commission")
     # 2 std lots x 10 = 20.00 gross - 5.00 rebate = 15.00 net.
     assert "= 20.00 gross - 5.00 client rebate = 15.00" in commission.text
