@@ -34,6 +34,7 @@ __all__ = [
     "LoginExplanation",
     "RevisionExplanation",
     "Step",
+    "clients_of",
     "explain_deal",
     "explain_login",
     "replay_for_explain",
@@ -136,8 +137,9 @@ class LoginExplanation:
     login: int
     clients: tuple[str, ...]
     rewards: Mapping[str, Decimal]  # client -> JM USD in the reward wallet
-    ledger_state: AccountState  # after the replay
+    ledger_state: AccountState  # after the replay (or as the live store holds it)
     deals: tuple[DealExplanation, ...]
+    deals_known: bool = True  # False when read live: the store has no index of a login's deals
 
     def lines(self) -> list[str]:
         """The wallet and bonus progress in sentences."""
@@ -190,6 +192,7 @@ class LoginExplanation:
                 for b in state.bonuses
             ],
             "text": self.lines(),
+            "deals_known": self.deals_known,
             "deals": [
                 {
                     "server": d.server,
@@ -249,26 +252,30 @@ def explain_deal(recorded: Recorded, server: str, deal: int) -> DealExplanation:
 
 
 def explain_login(recorded: Recorded, login: int) -> LoginExplanation:
-    book = recorded.ledger.book
     deals = tuple(
         explain_deal(recorded, server, deal)
         for (server, deal), settlements in recorded.by_deal.items()
         if settlements[0].fill.login == login
     )
-    clients: list[str] = []
-    # The login's client at each of its fills, then the latest (a login may change hands).
     times = [r.settlement.fill.close_time for d in deals for r in d.revisions]
-    for at in [*times, _FAR_FUTURE]:
-        attr = book.resolve(login, at)
-        if attr is not None and attr.client.id not in clients:
-            clients.append(attr.client.id)
     return LoginExplanation(
         login,
-        tuple(clients),
+        clients_of(recorded.ledger.book, login, times),
         recorded.ledger.rewards,
         recorded.ledger.account(login),
         deals,
     )
+
+
+def clients_of(book: RuleBook, login: int, times: Iterable[datetime] = ()) -> tuple[str, ...]:
+    """The login's client at each of these instants, then the latest (a login may change
+    hands), without repeats."""
+    clients: list[str] = []
+    for at in [*times, _FAR_FUTURE]:
+        attr = book.resolve(login, at)
+        if attr is not None and attr.client.id not in clients:
+            clients.append(attr.client.id)
+    return tuple(clients)
 
 
 # -- one revision, step by step ----------------------------------------------------------------

@@ -117,3 +117,13 @@ def test_explain_reports_refused_back_office_events(
     captured = capsys.readouterr()
     assert f"skipped {events}:1:" in captured.err
     assert "withheld (self_trade_upline)" in captured.out
+
+
+def test_live_is_for_a_login_and_needs_redis(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["explain", "--live", "--server", SERVER, "--deal", "1"]) == 2
+    assert "--live explains a --login only" in capsys.readouterr().err
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert main(["explain", "--live", "--login", "1001"]) == 2
+    assert "REDIS_URL is not set" in capsys.readouterr().err
