@@ -288,8 +288,8 @@ def _steps(s: Settlement, book: RuleBook) -> list[Step]:
         return [
             Step(
                 "outcome",
-                "This exact revision was processed before: it changed nothing and only"
-                f" re-published the credits it emitted then ({ids}).",
+                "This exact revision was processed before: it changes nothing; a redelivery"
+                f" only re-publishes the credits it emitted then ({ids}).",
             )
         ]
     if s.outcome == "stale":
@@ -376,32 +376,12 @@ def _rules_step(fill: Fill, attr: Attribution, book: RuleBook) -> tuple[Step, Ru
     rule = None
     if attr.ib is None or attr.plan is None:
         parts[0] += ", a direct client (no IB): no commission, rebate or override is due."
-        return Step("rules", parts[0], numbers), None
-    ib, plan = attr.ib, attr.plan
-    parts[0] += f", referred by IB {ib.id} ({ib.status}) on plan {plan.id}."
-    numbers.update({"ib": ib.id, "ib_status": ib.status, "plan": plan.id})
-    rule = book.match_rule(plan, attr.symbols, attr.account.type, fill.symbol)
-    if rule is None:
-        parts.append(
-            f"No rule of plan {plan.id} covers {fill.symbol} on a {attr.account.type} account."
-        )
     else:
-        rule_id = f" (id {rule.id})" if rule.id is not None else ""
-        cap = (
-            f", capped at {fmt(rule.max_usd_per_lot)} USD per standard lot"
-            if rule.max_usd_per_lot is not None
-            else ""
-        )
-        parts.append(f"Matched rule {rule.label}{rule_id}: {_rate_words(rule)}{cap}.")
-        numbers.update({"rule": rule.label, "rule_id": rule.id, "method": rule.method})
-        numbers["rate"] = rule.rate_text
-        rebate = rebate_rate(attr.client, ib, rule)
-        unit = " USD per standard lot" if rebate.per_lot else "% of the L1 gross"
-        parts.append(
-            f"Client rebate rate {fmt(rebate.rate)}{unit}: {rebate.source}"
-            f" ({_REBATE_SOURCES.get(rebate.source, rebate.source)})."
-        )
-        numbers.update({"rebate_rate": fmt(rebate.rate), "rebate_source": rebate.source})
+        ib, plan = attr.ib, attr.plan
+        parts[0] += f", referred by IB {ib.id} ({ib.status}) on plan {plan.id}."
+        numbers.update({"ib": ib.id, "ib_status": ib.status, "plan": plan.id})
+        rule = book.match_rule(plan, attr.symbols, attr.account.type, fill.symbol)
+        parts.append(_rule_words(fill, attr, rule, numbers))
     if attr.uplines:
         parts.append(
             "Uplines: "
@@ -413,6 +393,38 @@ def _rules_step(fill: Fill, attr: Attribution, book: RuleBook) -> tuple[Step, Ru
         f"Loyalty: coverage {loyalty.coverage_text}% of the cost, accrual {loyalty.accrual_text}%."
     )
     return Step("rules", " ".join(parts), numbers), rule
+
+
+def _rule_words(fill: Fill, attr: Attribution, rule: Rule | None, numbers: dict[str, Any]) -> str:
+    """The matched rule and the client's rebate rate under it (adds them to `numbers`)."""
+    assert attr.ib is not None and attr.plan is not None
+    if rule is None:
+        return (
+            f"No rule of plan {attr.plan.id} covers {fill.symbol} on a {attr.account.type} account."
+        )
+    rule_id = f" (id {rule.id})" if rule.id is not None else ""
+    cap = (
+        f", capped at {fmt(rule.max_usd_per_lot)} USD per standard lot"
+        if rule.max_usd_per_lot is not None
+        else ""
+    )
+    rebate = rebate_rate(attr.client, attr.ib, rule)
+    unit = " USD per standard lot" if rebate.per_lot else "% of the L1 gross"
+    numbers.update(
+        {
+            "rule": rule.label,
+            "rule_id": rule.id,
+            "method": rule.method,
+            "rate": rule.rate_text,
+            "rebate_rate": fmt(rebate.rate),
+            "rebate_source": rebate.source,
+        }
+    )
+    return (
+        f"Matched rule {rule.label}{rule_id}: {_rate_words(rule)}{cap}. Client rebate rate"
+        f" {fmt(rebate.rate)}{unit}: {rebate.source}"
+        f" ({_REBATE_SOURCES.get(rebate.source, rebate.source)})."
+    )
 
 
 def _rate_words(rule: Rule) -> str:

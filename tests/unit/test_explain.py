@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from engine.eligibility import REASONS
 from engine.explain import (
     REASON_WORDS,
@@ -14,6 +16,7 @@ from engine.explain import (
 from engine.ledger import Ledger
 from engine.seed import parse_seed
 from tests.explain_scenario import SEED, SERVER, fill_lines
+from tests.factories import make_fill_dict
 
 
 def _explain(deal: int) -> DealExplanation:
@@ -183,3 +186,20 @@ def test_a_redelivered_revision_is_told_as_a_duplicate_and_changes_no_total() ->
         "USD": "25.00",
         "JMUSD": "0.50",
     }
+
+
+def test_a_direct_client_is_told_no_ib_is_due_and_still_accrues() -> None:
+    seed = SEED.replace(
+        "accounts:\n",
+        "  - {id: C-D, verified: true}\naccounts:\n  - {login: 1009, client: C-D, type: standard}\n",
+    )
+    ledger = Ledger.from_seed(parse_seed(seed, "explain-seed.yaml"))
+    line = orjson.dumps(make_fill_dict(deal=77, position=77, login=1009, commission="-2.00"))
+    explained = explain_deal(
+        replay_for_explain([("f", 1, line)], ledger, deal=(SERVER, 77)), SERVER, 77
+    )
+    (only,) = explained.revisions
+    assert "a direct client (no IB): no commission" in _step(only.steps, "rules").text
+    assert not any(s.name in ("eligibility", "commission") for s in only.steps)
+    # 2.00 commission paid, no JM allocated: accrual 2.00 x 10% = 0.20 JM USD.
+    assert "= 0.20 JM USD" in _step(only.steps, "loyalty").text
