@@ -1,0 +1,166 @@
+"""`rebate-engine explain`: the command around engine/explain.py (offline; --live for a login's
+wallet), and its rendering."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+
+from agents.settings import Settings
+from agents.storage.store import RedisStore, connect
+from engine.crm import apply_event_lines
+from engine.explain import (
+    DealExplanation,
+    LoginExplanation,
+    clients_of,
+    explain_deal,
+    explain_login,
+    replay_for_explain,
+)
+from engine.ledger import Ledger
+from engine.seed import SeedError, load_seed
+
+__all__ = ["register", "render_deal", "render_login"]
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "explain", help="how a deal (or a login's wallet) was settled, in words, for support"
+    )
+    parser.add_argument("--seed", type=Path, help="seed file (YAML or JSON); offline")
+    parser.add_argument("--fills", type=Path, nargs="+", help="fill.v1 JSON lines, in order")
+    parser.add_argument("--crm-events", type=Path, help="crm-event.v1 JSON lines, as in replay")
+    parser.add_argument("--server", help="the deal's server (with --deal)")
+    parser.add_argument("--deal", type=int, help="the deal to explain (with --server)")
+    parser.add_argument("--login", type=int, help="a login: wallet, bonus progress, its deals")
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="with --login: the wallet and bonus progress as the deployment's Redis holds "
+        "them (REDIS_URL); a deal live is not built yet",
+    )
+    parser.set_defaults(handler=_explain)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    by_deal = args.server is not None and args.deal is not None
+    if by_deal == (args.login is not None) or (args.server is None) != (args.deal is None):
+        print("error: give either --server S --deal D or --login L", file=sys.stderr)
+        return 2
+    if args.live:
+        return _explain_live(args)
+    if args.seed is None or not args.fills:
+        print("error: --seed and --fills are needed offline", file=sys.stderr)
+        return 2
+    missing = [str(p) for p in [*args.fills, args.crm_events] if p and not p.is_file()]
+    if missing:
+        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        seed = load_seed(args.seed)
+    except SeedError as exc:
+        print(f"error: bad seed: {exc}", file=sys.stderr)
+        return 2
+    ledger = Ledger.from_seed(seed)
+    with ExitStack() as stack:
+        if args.crm_events is not None:
+            handle = stack.enter_context(args.crm_events.open("rb"))
+            applied = apply_event_lines(
+                ((str(args.crm_events), n, line) for n, line in enumerate(handle, 1)), ledger.book
+            )
+            for p in applied.problems:  # the same events `replay --crm-events` would refuse
+                print(f"skipped {p.source}:{p.line}: {p.reason}: {p.message}", file=sys.stderr)
+        lines = (
+            (str(path), n, line)
+            for path in args.fills
+            for n, line in enumerate(stack.enter_context(path.open("rb")), 1)
+        )
+        target = (args.server, args.deal) if by_deal else None
+        recorded = replay_for_explain(lines, ledger, deal=target, login=args.login)
+    console = Console(highlight=False, soft_wrap=True)  # one line per step: pasteable
+    if by_deal:
+        explained = explain_deal(recorded, args.server, args.deal)
+        if args.json:
+            sys.stdout.buffer.write(orjson.dumps(explained.to_dict(), option=orjson.OPT_INDENT_2))
+            sys.stdout.write("\n")
+        else:
+            render_deal(explained, console)
+        return 0 if explained.revisions else 1
+    _print_login(explain_login(recorded, args.login), args.json, console)
+    return 0
+
+
+def _print_login(login: LoginExplanation, as_json: bool, console: Console) -> None:
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(login.to_dict(), option=orjson.OPT_INDENT_2))
+        sys.stdout.write("\n")
+    else:
+        render_login(login, console)
+
+
+def _explain_live(args: argparse.Namespace) -> int:
+    if args.login is None:
+        print("error: --live explains a --login only (a deal live: not yet)", file=sys.stderr)
+        return 2
+    settings = Settings()
+    if not settings.redis_url:
+        print("error: REDIS_URL is not set (--live reads the deployment's Redis)", file=sys.stderr)
+        return 2
+    login = asyncio.run(live_login(settings, args.login))
+    _print_login(login, args.json, Console(highlight=False, soft_wrap=True))
+    return 0
+
+
+async def live_login(settings: Settings, login: int) -> LoginExplanation:
+    """The login's wallet and bonus progress from the store, read with the engine's types."""
+    redis = connect(settings)
+    try:
+        store = RedisStore(redis, depth_limit=settings.attribution_depth_limit)
+        await store.refresh_rules()
+        clients = clients_of(store.book, login)
+        rewards = {c: await store.reward_balance(c) for c in clients}
+        _, state = await store.account(login)
+    finally:
+        await redis.aclose()
+    return LoginExplanation(login, clients, rewards, state, (), deals_known=False)
+
+
+def render_deal(explained: DealExplanation, console: Console) -> None:
+    if not explained.revisions:
+        console.print(
+            f"Deal {explained.deal} on {explained.server} is not in these fills.", markup=False
+        )
+        return
+    for revision in explained.revisions:
+        console.print(revision.title, markup=False)
+        for step in revision.steps:
+            console.print(f"  [{step.name}] {step.text}", markup=False)
+    totals = ", ".join(f"{v:.2f} {k}" for k, v in explained.totals.items()) or "nothing"
+    console.print(f"Standing for deal {explained.deal} now: {totals}.", markup=False)
+
+
+def render_login(login: LoginExplanation, console: Console) -> None:
+    console.print(f"Login {login.login}", markup=False)
+    for line in login.lines():
+        console.print(f"  {line}", markup=False)
+    if not login.deals_known:
+        console.print("  Deals: not read live (explain a deal offline from its fills)")
+        return
+    console.print(f"  Deals of login {login.login}: {len(login.deals)}", markup=False)
+    for deal in login.deals:
+        last = deal.revisions[-1].settlement
+        totals = ", ".join(f"{v:.2f} {k}" for k, v in deal.totals.items()) or "nothing"
+        reasons = f" ({', '.join(last.reasons)})" if last.reasons else ""
+        console.print(
+            f"    {deal.server} deal {deal.deal}: {len(deal.revisions)} revision(s), last"
+            f" {last.fill.event} {last.outcome}{reasons}; stands {totals}",
+            markup=False,
+        )
