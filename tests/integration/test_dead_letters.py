@@ -92,6 +92,7 @@ async def _assert_dead_letters(
     return dict(reasons)
 
 
+@pytest.mark.brokers("tansu", "kafka")
 @pytest.mark.timeout(120)
 async def test_each_bad_input_kind_is_dead_lettered_counted_and_the_worker_goes_on(
     module_deployment: Deployment,

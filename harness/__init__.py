@@ -1,0 +1,1 @@
+"""Test and benchmark harness: brokers and services the engine runs against, started by us."""
