@@ -49,8 +49,10 @@ def _chosen_brokers() -> tuple[list[str], str]:
     return list(_BROKERS), "both (REBATE_TEST_BROKER=tansu|kafka|both)"
 
 
-def pytest_report_header() -> str:
-    return f"integration brokers: {_chosen_brokers()[1]}"
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # A summary line, not a header: `pytest -q` shows no header, and this conftest is only
+    # loaded once collection reaches tests/integration.
+    terminalreporter.write_line(f"integration brokers: {_chosen_brokers()[1]}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
