@@ -179,8 +179,10 @@ class ApacheKafka:
         keep_files: bool = False,
         startup_timeout_s: float = 120.0,
         stop_timeout_s: float = 30.0,
+        max_lifetime_s: float = 3600.0,
     ) -> None:
         self.version = version
+        self._max_lifetime_s = max_lifetime_s
         self._heap_mb = heap_mb
         self._own_dir = work_dir is None
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="rebate-kafka-"))
@@ -208,7 +210,15 @@ class ApacheKafka:
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid
+        """PID of the Java process (the child of the `timeout` wrapper we started)."""
+        wrapper = self.process.pid
+        if wrapper is None:
+            return None
+        try:
+            children = Path(f"/proc/{wrapper}/task/{wrapper}/children").read_text().split()
+        except OSError:
+            return wrapper
+        return int(children[0]) if children else wrapper
 
     @property
     def running(self) -> bool:
@@ -217,6 +227,12 @@ class ApacheKafka:
     def _java(self, main_class: str, *args: str) -> list[str]:
         home = cache_dir(self.version)
         return [
+            # A hard cap on the JVM's life: a test run SIGKILLed after restarting the broker
+            # from another thread (no PDEATHSIG there) leaves it running for at most this long.
+            # `timeout` passes SIGTERM on to Java; kill() signals Java itself.
+            "timeout",
+            "--kill-after=30",
+            str(int(self._max_lifetime_s)),
             "java",
             f"-Xmx{self._heap_mb}m",
             "-Xms64m",
@@ -283,11 +299,11 @@ class ApacheKafka:
 
     def kill(self) -> None:
         """kill -9: no controlled shutdown, no flush; the log dir stays as the crash left it."""
-        pid = self.process.pid
+        pid = self.pid
         if pid is None:
             raise EmbeddedRuntimeError("Apache Kafka is not running")
         os.kill(pid, signal.SIGKILL)
-        self.process.stop()  # reaps the dead PID
+        self.process.stop()  # the wrapper exits with its child; this reaps it
 
     def restart(self) -> None:
         """SIGTERM (Kafka's controlled shutdown), then start on the same ports and log dir."""
