@@ -27,7 +27,7 @@ import pytest
 
 from agents.embedded import EmbeddedRuntime, delete_topics_sync, ensure_topics_sync
 from agents.settings import Settings
-from harness.apache_kafka import ApacheKafka, missing_tools
+from harness.apache_kafka import ApacheKafka, missing_tools, resolve_kafka
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _HERE in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.integration)
+    # Resolve Apache Kafka now, not inside the first Kafka test: a first resolution downloads
+    # ~45 MB, and that must not count against a test's timeout.
+    callspecs = (getattr(item, "callspec", None) for item in items)
+    if any(c is not None and c.params.get("broker") == "kafka" for c in callspecs):
+        resolve_kafka()
 
 
 @dataclass(frozen=True, slots=True)
