@@ -1,5 +1,6 @@
-"""`rebate-engine explain`: the command around engine/explain.py (offline; --live for a login's
-wallet), and its rendering."""
+"""`rebate-engine explain`: the command around engine/explain.py, offline (a replay) or live
+(the deployment's Redis: each deal's journal, a login's deal index and wallet), and its
+rendering. Both forms tell revisions with the same step builders (engine/explain.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from engine.explain import (
     clients_of,
     explain_deal,
     explain_login,
+    explain_settlements,
+    journaled_settlement,
     replay_for_explain,
 )
 from engine.ledger import Ledger
@@ -44,8 +47,8 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--live",
         action="store_true",
-        help="with --login: the wallet and bonus progress as the deployment's Redis holds "
-        "them (REDIS_URL); a deal live is not built yet",
+        help="read the deployment's Redis (REDIS_URL) instead of replaying fills: each deal's "
+        "journal (every revision's fill, outcome and reasons), a login's deals and wallet",
     )
     parser.set_defaults(handler=_explain)
 
@@ -87,13 +90,7 @@ def _explain(args: argparse.Namespace) -> int:
         recorded = replay_for_explain(lines, ledger, deal=target, login=args.login)
     console = Console(highlight=False, soft_wrap=True)  # one line per step: pasteable
     if by_deal:
-        explained = explain_deal(recorded, args.server, args.deal)
-        if args.json:
-            sys.stdout.buffer.write(orjson.dumps(explained.to_dict(), option=orjson.OPT_INDENT_2))
-            sys.stdout.write("\n")
-        else:
-            render_deal(explained, console)
-        return 0 if explained.revisions else 1
+        return _print_deal(explain_deal(recorded, args.server, args.deal), args.json, console)
     _print_login(explain_login(recorded, args.login), args.json, console)
     return 0
 
@@ -106,31 +103,64 @@ def _print_login(login: LoginExplanation, as_json: bool, console: Console) -> No
         render_login(login, console)
 
 
+def _print_deal(explained: DealExplanation, as_json: bool, console: Console) -> int:
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(explained.to_dict(), option=orjson.OPT_INDENT_2))
+        sys.stdout.write("\n")
+    else:
+        render_deal(explained, console)
+    return 0 if explained.revisions else 1
+
+
 def _explain_live(args: argparse.Namespace) -> int:
-    if args.login is None:
-        print("error: --live explains a --login only (a deal live: not yet)", file=sys.stderr)
-        return 2
     settings = Settings()
     if not settings.redis_url:
         print("error: REDIS_URL is not set (--live reads the deployment's Redis)", file=sys.stderr)
         return 2
-    login = asyncio.run(live_login(settings, args.login))
-    _print_login(login, args.json, Console(highlight=False, soft_wrap=True))
+    console = Console(highlight=False, soft_wrap=True)
+    if args.login is None:
+        return _print_deal(
+            asyncio.run(live_deal(settings, args.server, args.deal)), args.json, console
+        )
+    _print_login(asyncio.run(live_login(settings, args.login)), args.json, console)
     return 0
 
 
-async def live_login(settings: Settings, login: int) -> LoginExplanation:
-    """The login's wallet and bonus progress from the store, read with the engine's types."""
+async def _deal_from(store: RedisStore, server: str, deal: int) -> DealExplanation:
+    settlements = [
+        journaled_settlement(e.fill, e.outcome, e.reasons, output, e.bonus_lots)
+        for e, output in await store.deal_history(server, deal)
+    ]
+    return explain_settlements(server, deal, settlements, store.book)
+
+
+async def live_deal(settings: Settings, server: str, deal: int) -> DealExplanation:
+    """A deal told from its journal in Redis, under the rules log the workers settled with."""
     redis = connect(settings)
     try:
         store = RedisStore(redis, depth_limit=settings.attribution_depth_limit)
         await store.refresh_rules()
-        clients = clients_of(store.book, login)
+        return await _deal_from(store, server, deal)
+    finally:
+        await redis.aclose()
+
+
+async def live_login(settings: Settings, login: int) -> LoginExplanation:
+    """The login's wallet, bonus progress and deals (from its deal index) in the store, read
+    with the engine's types."""
+    redis = connect(settings)
+    try:
+        store = RedisStore(redis, depth_limit=settings.attribution_depth_limit)
+        await store.refresh_rules()
+        indexed = [await _deal_from(store, s, d) for s, d in await store.login_deals(login)]
+        deals = tuple(d for d in indexed if d.revisions)  # a journal a retention removed
+        times = [r.settlement.fill.close_time for d in deals for r in d.revisions]
+        clients = clients_of(store.book, login, times)
         rewards = {c: await store.reward_balance(c) for c in clients}
         _, state = await store.account(login)
     finally:
         await redis.aclose()
-    return LoginExplanation(login, clients, rewards, state, (), deals_known=False)
+    return LoginExplanation(login, clients, rewards, state, deals)
 
 
 def render_deal(explained: DealExplanation, console: Console) -> None:
@@ -151,9 +181,6 @@ def render_login(login: LoginExplanation, console: Console) -> None:
     console.print(f"Login {login.login}", markup=False)
     for line in login.lines():
         console.print(f"  {line}", markup=False)
-    if not login.deals_known:
-        console.print("  Deals: not read live (explain a deal offline from its fills)")
-        return
     console.print(f"  Deals of login {login.login}: {len(login.deals)}", markup=False)
     for deal in login.deals:
         last = deal.revisions[-1].settlement

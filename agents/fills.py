@@ -20,7 +20,13 @@ import orjson
 
 from agents.messages import BatchResult, Outgoing, Record, Topics
 from agents.metrics import Metrics
-from agents.storage.codec import credit_json, decode_output, encode_output, encode_standing
+from agents.storage.codec import (
+    credit_json,
+    decode_output,
+    encode_journal_entry,
+    encode_output,
+    encode_standing,
+)
 from agents.storage.store import ApplyItem, RedisStore, StaleRules
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
@@ -217,6 +223,14 @@ class FillProcessor:
                 output_json=encode_output(s.output, p.encoded),
                 rewards=s.reward_deltas,
                 settlements=settlement_increments(s.credits),
+                journal_entry=encode_journal_entry(
+                    p.record.value or b"",
+                    fill.revision,
+                    s.outcome,
+                    s.reasons,
+                    s.standing.effects.bonus_lots if s.standing else (),
+                ),
+                close_epoch=int(fill.close_time.timestamp()),
             )
             items.append((item, p))
             accounts[fill.login] = (version + 1, s.account)

@@ -25,8 +25,8 @@ from engine.ledger import Ledger
 from engine.money import ZERO, fmt
 from engine.replay import Problem, ReplayResult, replay_lines
 from engine.rules import Attribution, Rule, RuleBook
-from engine.settle import Settlement, cost_inputs
-from engine.state import AccountState
+from engine.settle import Outcome, Settlement, cost_inputs
+from engine.state import AccountState, Effects, Output, Standing
 
 __all__ = [
     "REASON_WORDS",
@@ -37,6 +37,8 @@ __all__ = [
     "clients_of",
     "explain_deal",
     "explain_login",
+    "explain_settlements",
+    "journaled_settlement",
     "replay_for_explain",
 ]
 
@@ -138,8 +140,7 @@ class LoginExplanation:
     clients: tuple[str, ...]
     rewards: Mapping[str, Decimal]  # client -> JM USD in the reward wallet
     ledger_state: AccountState  # after the replay (or as the live store holds it)
-    deals: tuple[DealExplanation, ...]
-    deals_known: bool = True  # False when read live: the store has no index of a login's deals
+    deals: tuple[DealExplanation, ...]  # by close_time (live: the login's deal index)
 
     def lines(self) -> list[str]:
         """The wallet and bonus progress in sentences."""
@@ -192,7 +193,6 @@ class LoginExplanation:
                 for b in state.bonuses
             ],
             "text": self.lines(),
-            "deals_known": self.deals_known,
             "deals": [
                 {
                     "server": d.server,
@@ -239,8 +239,15 @@ def replay_for_explain(
 
 
 def explain_deal(recorded: Recorded, server: str, deal: int) -> DealExplanation:
-    settlements = recorded.by_deal.get((server, deal), [])
-    book = recorded.ledger.book
+    return explain_settlements(
+        server, deal, recorded.by_deal.get((server, deal), []), recorded.ledger.book
+    )
+
+
+def explain_settlements(
+    server: str, deal: int, settlements: Sequence[Settlement], book: RuleBook
+) -> DealExplanation:
+    """Tell a deal's revisions, in the order processed: from a replay or a live journal."""
     return DealExplanation(
         server,
         deal,
@@ -248,6 +255,22 @@ def explain_deal(recorded: Recorded, server: str, deal: int) -> DealExplanation:
             RevisionExplanation(n, s, tuple(_steps(s, book)))
             for n, s in enumerate(settlements, start=1)
         ),
+    )
+
+
+def journaled_settlement(
+    fill: Fill,
+    outcome: Outcome,
+    reasons: tuple[Reason, ...],
+    output: Output,
+    bonus_lots: tuple[tuple[str, Decimal], ...],
+) -> Settlement:
+    """A settlement rebuilt from a deal journal (the live store): the fill, outcome, reasons,
+    what it emitted and the bonus turnover it counted are all the step builders read; the
+    wallet state after it is not kept per revision (explain --login reads the current one)."""
+    standing = Standing(fill.revision, output.credits, Effects(bonus_lots=bonus_lots))
+    return Settlement(
+        fill, outcome, reasons, output, AccountState(fill.login), standing if bonus_lots else None
     )
 
 

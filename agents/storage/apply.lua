@@ -12,6 +12,9 @@
 --   o  output JSON (credits + events) stored under rev:<r>, returned again on re-delivery
 --   w  [[reward key, cents], ...]
 --   s  [[settle key, ib, cents, count delta, hour, hour epoch], ...] (IB commission credits)
+--   j  journal entry JSON (the fill's bytes, outcome, reasons: SPEC 4.3 [r2]), stored under
+--      j:<n>, n the deal's next order number (field n); `explain --live` reads them in order
+--   x  [login deals key, "server:deal", close_time epoch]: the login's deal index (ZSET)
 -- Every revision the worker settles comes here, earning or not (SPEC 7 [r2]): a redelivery
 -- must find itself under rev:<r>, never be settled again against a later revision's standing.
 -- Returns {rules_version, status_1, payload_1, status_2, payload_2, ...} with status
@@ -52,6 +55,8 @@ for i = 2, #ARGV do
     else
       redis.call('HSET', it.a, 'v', av + 1, 's', it.as)
       redis.call('HSET', it.d, 'rev:' .. it.r, it.o)
+      redis.call('HSET', it.d, 'j:' .. redis.call('HINCRBY', it.d, 'n', 1), it.j)
+      redis.call('ZADD', it.x[1], it.x[3], it.x[2])
       if it.q ~= '' then
         redis.call('HSET', it.d, 'seq', it.q)
       end

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ACCOUNT",
     "DEAL",
+    "LOGIN_DEALS",
     "PREFIX",
     "REQUEST",
     "REWARD",
@@ -25,7 +26,10 @@ RULES_VERSION = "rebate:rules:version"
 ACCOUNT = "rebate:account:{login}"
 """HASH v (version, for compare-and-set) and s (wallet state JSON: JM allocations, bonuses)."""
 DEAL = "rebate:deal:{server}:{deal}"
-"""HASH rev:<revision> -> what that revision emitted; srev/standing -> what stands now."""
+"""HASH rev:<revision> -> what that revision emitted; srev/standing -> what stands now;
+j:<n> -> the n-th revision applied (its fill, outcome, reasons), n -> the last n used."""
+LOGIN_DEALS = "rebate:login:{login}:deals"
+"""ZSET "<server>:<deal>" -> close_time epoch seconds: the deals a login traded (explain --live)."""
 REWARD = "rebate:reward:{client}"
 """STRING: the client's JM USD reward wallet, in cents (INCRBY keeps it exact)."""
 REQUEST = "rebate:request:{request_id}"

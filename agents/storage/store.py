@@ -22,8 +22,11 @@ from redis.exceptions import RedisError
 from agents.settings import Settings
 from agents.storage import keys
 from agents.storage.codec import (
+    JournalEntry,
     decode_account,
     decode_change,
+    decode_journal_entry,
+    decode_output,
     decode_standing,
     encode_account,
     encode_change,
@@ -32,7 +35,7 @@ from engine.money import cents
 from engine.rules import Change, RuleBook
 from engine.seed import Seed
 from engine.settlement import HourIncrement
-from engine.state import AccountState, DealJournal, Standing
+from engine.state import AccountState, DealJournal, Output, Standing
 
 __all__ = [
     "UNAVAILABLE",
@@ -95,6 +98,8 @@ class ApplyItem:
     output_json: str
     rewards: tuple[tuple[str, Decimal], ...]  # (client, amount)
     settlements: tuple[HourIncrement, ...]
+    journal_entry: str  # codec.encode_journal_entry: the fill, outcome and reasons
+    close_epoch: int  # the fill's close_time, epoch seconds: its place in the login's index
 
     def to_arg(self) -> bytes:
         return orjson.dumps(
@@ -120,6 +125,12 @@ class ApplyItem:
                         s.epoch,
                     ]
                     for s in self.settlements
+                ],
+                "j": self.journal_entry,
+                "x": [
+                    keys.LOGIN_DEALS.format(login=self.login),
+                    f"{self.server}:{self.deal}",
+                    self.close_epoch,
                 ],
             }
         )
@@ -332,6 +343,29 @@ class RedisStore:
         """Take published settlement records out of the outbox for good."""
         if records:
             await self.redis.zrem(keys.SETTLE_OUTBOX, *records)
+
+    # -- journals, for support (`explain --live`) ------------------------------------------------
+
+    async def deal_history(self, server: str, deal: int) -> list[tuple[JournalEntry, Output]]:
+        """Every revision applied to the deal, in the order applied, with what it emitted."""
+        fields = await self.redis.hgetall(keys.DEAL.format(server=server, deal=deal))
+        by_name = {_text(k): v for k, v in fields.items()}
+        numbered = sorted(
+            (
+                (int(name[2:]), decode_journal_entry(raw))
+                for name, raw in by_name.items()
+                if name.startswith("j:")
+            ),
+            key=lambda pair: pair[0],
+        )
+        return [
+            (entry, decode_output(by_name[f"rev:{entry.revision}"])[0]) for _, entry in numbered
+        ]
+
+    async def login_deals(self, login: int) -> list[tuple[str, int]]:
+        """The login's deals as (server, deal), by close_time."""
+        members = await self.redis.zrange(keys.LOGIN_DEALS.format(login=login), 0, -1)
+        return [(server, int(deal)) for server, deal in (_text(m).rsplit(":", 1) for m in members)]
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

@@ -119,11 +119,10 @@ def test_explain_reports_refused_back_office_events(
     assert "withheld (self_trade_upline)" in captured.out
 
 
-def test_live_is_for_a_login_and_needs_redis(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("target", [["--server", SERVER, "--deal", "1"], ["--login", "1001"]])
+def test_live_needs_redis(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], target: list[str]
 ) -> None:
-    assert main(["explain", "--live", "--server", SERVER, "--deal", "1"]) == 2
-    assert "--live explains a --login only" in capsys.readouterr().err
     monkeypatch.delenv("REDIS_URL", raising=False)
-    assert main(["explain", "--live", "--login", "1001"]) == 2
+    assert main(["explain", "--live", *target]) == 2
     assert "REDIS_URL is not set" in capsys.readouterr().err
