@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import sys
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,9 @@ async def _deal_from(store: RedisStore, server: str, deal: int) -> DealExplanati
         journaled_settlement(e.fill, e.outcome, e.reasons, output, e.bonus_lots)
         for e, output in await store.deal_history(server, deal)
     ]
-    return explain_settlements(server, deal, settlements, store.book)
+    explained = explain_settlements(server, deal, settlements, store.book)
+    duplicates, stale = await store.deal_repeats(server, deal)
+    return replace(explained, duplicates=duplicates, stale=stale)
 
 
 async def live_deal(settings: Settings, server: str, deal: int) -> DealExplanation:
@@ -173,6 +176,13 @@ def render_deal(explained: DealExplanation, console: Console) -> None:
         console.print(revision.title, markup=False)
         for step in revision.steps:
             console.print(f"  [{step.name}] {step.text}", markup=False)
+    if explained.duplicates or explained.stale:
+        console.print(
+            f"Also received: {explained.duplicates} redelivered message(s) of revisions already"
+            f" settled (duplicate: their stored credits published again, nothing changed) and"
+            f" {explained.stale} stale message(s) (a seq not above the deal's: ignored).",
+            markup=False,
+        )
     totals = ", ".join(f"{v:.2f} {k}" for k, v in explained.totals.items()) or "nothing"
     console.print(f"Standing for deal {explained.deal} now: {totals}.", markup=False)
 

@@ -117,6 +117,11 @@ class DealExplanation:
     server: str
     deal: int
     revisions: tuple[RevisionExplanation, ...]
+    # Live only: messages the journal counted without an entry each (SPEC 4.3 [r2] reasons
+    # `duplicate`: a revision delivered again; `stale`: a seq not above the deal's). Offline,
+    # such messages are revisions of their own above.
+    duplicates: int = 0
+    stale: int = 0
 
     @property
     def totals(self) -> dict[str, Decimal]:
@@ -129,6 +134,8 @@ class DealExplanation:
             "server": self.server,
             "deal": self.deal,
             "found": bool(self.revisions),
+            "duplicates": self.duplicates,
+            "stale": self.stale,
             "totals": {k: f"{v:.2f}" for k, v in self.totals.items()},
             "revisions": [r.to_dict() for r in self.revisions],
         }

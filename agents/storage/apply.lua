@@ -17,6 +17,7 @@
 --   x  [login deals key, "server:deal", close_time epoch]: the login's deal index (ZSET)
 -- Every revision the worker settles comes here, earning or not (SPEC 7 [r2]): a redelivery
 -- must find itself under rev:<r>, never be settled again against a later revision's standing.
+-- A duplicate or stale message only counts itself in the deal's `dups` / `stales` fields.
 -- Returns {rules_version, status_1, payload_1, status_2, payload_2, ...} with status
 --   "ok" (payload: new account version), "dup" (payload: the stored output), "stale" (a seq
 --   not above the deal's: nothing applied) or "conflict" (state moved under us: the worker
@@ -40,6 +41,9 @@ for i = 2, #ARGV do
   local current = it.q ~= '' and redis.call('HGET', it.d, 'seq')
   local stale = current and not stored and not above(it.q, current)
   if stored or stale then
+    -- Recorded as a count per deal (SPEC 4.3 [r2]: duplicate and stale are reasons too):
+    -- bounded however often a crash makes Kafka redeliver, unlike a journal entry each.
+    redis.call('HINCRBY', it.d, stored and 'dups' or 'stales', 1)
     broken[it.a] = true
     broken[it.d] = true
     out[#out + 1] = stored and 'dup' or 'stale'

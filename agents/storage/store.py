@@ -362,6 +362,13 @@ class RedisStore:
             (entry, decode_output(by_name[f"rev:{entry.revision}"])[0]) for _, entry in numbered
         ]
 
+    async def deal_repeats(self, server: str, deal: int) -> tuple[int, int]:
+        """How many messages of the deal were duplicates and how many stale (counted by apply)."""
+        dups, stales = await self.redis.hmget(
+            keys.DEAL.format(server=server, deal=deal), "dups", "stales"
+        )
+        return int(dups or 0), int(stales or 0)
+
     async def login_deals(self, login: int) -> list[tuple[str, int]]:
         """The login's deals as (server, deal), by close_time."""
         members = await self.redis.zrange(keys.LOGIN_DEALS.format(login=login), 0, -1)
