@@ -22,11 +22,12 @@ from agents.messages import BatchResult, Outgoing, Record, Topics
 from agents.metrics import Metrics
 from agents.storage.codec import credit_json, decode_output, encode_output, encode_standing
 from agents.storage.store import ApplyItem, RedisStore, StaleRules
+from engine.credits import Credit
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
 from engine.settle import Outcome, Reason, Settlement, settle
-from engine.settlement import settlement_increments
-from engine.state import AccountState, DealJournal, Output
+from engine.settlement import payout_increments
+from engine.state import AccountState, DealJournal, Output, Standing
 
 __all__ = ["FillProcessor"]
 
@@ -203,6 +204,7 @@ class FillProcessor:
                 continue
             p.settlement, p.output = s, s.output
             p.encoded = {c.credit_id: credit_json(c) for c in s.credits}
+            payouts = payout_increments(s.credits, _reversed(s, standing), self.store.book)
             item = ApplyItem(
                 login=fill.login,
                 expected_version=version,
@@ -216,7 +218,8 @@ class FillProcessor:
                 standing_json=encode_standing(s.standing, p.encoded) if s.standing else "",
                 output_json=encode_output(s.output, p.encoded),
                 rewards=s.reward_deltas,
-                settlements=settlement_increments(s.credits),
+                settlements=payouts.settlements,
+                lots=payouts.lots,
             )
             items.append((item, p))
             accounts[fill.login] = (version + 1, s.account)
@@ -253,6 +256,13 @@ class FillProcessor:
         self.metrics.redis_seconds.labels(op).observe(time.perf_counter() - start)
         self.metrics.redis_up.set(1)
         return value
+
+
+def _reversed(s: Settlement, standing: Standing | None) -> tuple[Credit, ...]:
+    """The credits a revision takes back: all that stood for its deal, if it reverses any."""
+    if standing is None or not any(c.kind == "reversal" for c in s.credits):
+        return ()
+    return standing.credits
 
 
 def _unchanged(s: Settlement | None, outcome: Outcome, output: Output) -> Settlement | None:

@@ -31,7 +31,7 @@ from agents.storage.codec import (
 from engine.money import cents
 from engine.rules import Change, RuleBook
 from engine.seed import Seed
-from engine.settlement import HourIncrement
+from engine.settlement import LotsIncrement, SettlementIncrement, lots_units
 from engine.state import AccountState, DealJournal, Standing
 
 __all__ = [
@@ -94,7 +94,8 @@ class ApplyItem:
     standing_json: str
     output_json: str
     rewards: tuple[tuple[str, Decimal], ...]  # (client, amount)
-    settlements: tuple[HourIncrement, ...]
+    settlements: tuple[SettlementIncrement, ...]
+    lots: tuple[LotsIncrement, ...] = ()
 
     def to_arg(self) -> bytes:
         return orjson.dumps(
@@ -111,15 +112,13 @@ class ApplyItem:
                 "o": self.output_json,
                 "w": [[keys.REWARD.format(client=c), cents(a)] for c, a in self.rewards],
                 "s": [
-                    [
-                        keys.SETTLE_HOUR.format(hour=s.hour),
-                        s.ib,
-                        cents(s.amount),
-                        s.delta,
-                        s.hour,
-                        s.epoch,
-                    ]
+                    (keys.SETTLE_SLOT.format(slot=s.slot), s.ib, cents(s.amount), *s[2:])
                     for s in self.settlements
+                ],
+                # A string: HINCRBY takes it as a 64-bit integer, where Lua numbers are doubles.
+                "l": [
+                    (keys.TIER_LOTS.format(slot=t.slot), t.ib, str(lots_units(t.std_lots)), *t[2:])
+                    for t in self.lots
                 ],
             }
         )
@@ -306,25 +305,63 @@ class RedisStore:
         status: WalletStatus = _text(reply[0])  # type: ignore[assignment]
         return status, _bytes(reply[1])
 
-    # -- hourly settlement (agents/storage/settle.lua) ---------------------------------------
+    # -- IB settlement per payout slot (agents/storage/settle.lua) -----------------------------
 
-    async def claim_settlements(
-        self, cutoff_s: float, now_s: float, lease_until_s: float, max_hours: int, max_records: int
-    ) -> list[bytes]:
-        """Settle the dirty hours that ended before `cutoff_s` and lease the outbox records due
-        (new ones and those whose lease ran out) until `lease_until_s`."""
-        hours = [
-            _text(h)
-            for h in await self.redis.zrangebyscore(
-                keys.SETTLE_DIRTY, "-inf", cutoff_s, start=0, num=max_hours
+    async def payable_slots(self, cutoff_s: float, max_slots: int) -> dict[str, dict[str, str]]:
+        """The dirty slots payable at `cutoff_s` (at most `max_slots`), each with its tier lots
+        per IB (10^-10 lots, as stored: `claim_settlements` checks they did not move)."""
+        slots = [
+            _text(s)
+            for s in await self.redis.zrangebyscore(
+                keys.SETTLE_DIRTY, "-inf", cutoff_s, start=0, num=max_slots
             )
         ]
-        hour_keys: list[str] = []
-        for hour in hours:
-            hour_keys += [keys.SETTLE_HOUR.format(hour=hour), keys.SETTLE_EMITTED.format(hour=hour)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for slot in slots:
+                pipe.hgetall(keys.TIER_LOTS.format(slot=slot))
+            lots = await pipe.execute()
+        return {
+            slot: {_text(ib): _text(units) for ib, units in per_ib.items()}
+            for slot, per_ib in zip(slots, lots, strict=True)
+        }
+
+    async def claim_settlements(
+        self,
+        slots: Sequence[str],
+        bonuses: Sequence[tuple[str, str, str, int]],
+        cutoff_s: float,
+        now_s: float,
+        lease_until_s: float,
+        max_records: int,
+    ) -> list[bytes]:
+        """Settle `slots` (those still dirty and payable at `cutoff_s`) and lease the outbox
+        records due (new ones and those whose lease ran out) until `lease_until_s`.
+
+        Args:
+            bonuses: (slot, ib, lots as read by `payable_slots`, bonus cents at those lots).
+        """
+        index = {slot: i for i, slot in enumerate(slots, start=1)}
+        slot_keys: list[str] = []
+        for slot in slots:
+            slot_keys += [
+                keys.SETTLE_SLOT.format(slot=slot),
+                keys.SETTLE_EMITTED.format(slot=slot),
+                keys.TIER_LOTS.format(slot=slot),
+            ]
+        flat: list[str | int] = []
+        for slot, ib, units, bonus in bonuses:
+            flat += [index[slot], ib, units, bonus]
         claimed = await self._settle(
-            keys=[keys.SETTLE_DIRTY, keys.SETTLE_OUTBOX, *hour_keys],
-            args=[repr(cutoff_s), repr(now_s), repr(lease_until_s), max_records, *hours],
+            keys=[keys.SETTLE_DIRTY, keys.SETTLE_OUTBOX, *slot_keys],
+            args=[
+                repr(cutoff_s),
+                repr(now_s),
+                repr(lease_until_s),
+                max_records,
+                len(slots),
+                *slots,
+                *flat,
+            ],
         )
         return [_bytes(raw) for raw in claimed]
 
