@@ -39,6 +39,7 @@ __all__ = [
     "Tier",
     "credit_period_start",
     "direct_std_lots",
+    "fill_std_lots",
     "next_report",
     "parse_period",
     "parse_tiers",
@@ -159,12 +160,18 @@ def _placing_time(credit: Mapping[str, Any]) -> str:
 
 
 def std_lots_of(credit: Mapping[str, Any]) -> Decimal:
-    """Standard-lot equivalents of a credit's fill.
+    """Standard-lot equivalents of a credit's fill (`fill_std_lots` of its basis and fill)."""
+    return fill_std_lots(credit["basis"], credit["fill"])
 
-    The basis carries `std_lots` once lot_scale is applied (SPEC 3 [r2]); until then the fill's
-    lots are the standard lots.
+
+def fill_std_lots(basis: Mapping[str, Any], fill: Mapping[str, Any]) -> Decimal:
+    """Standard-lot equivalents of a credit's fill: lots x lot_scale (SPEC 3 [r2]).
+
+    A credit's basis carries them among its inputs (`inputs.std_lots`, a cent account's lots
+    x 0.01); a credit without them (written before lot_scale) counts the fill's lots.
     """
-    text = credit["basis"].get("std_lots") or credit["fill"]["lots"]
+    inputs = basis.get("inputs") or {}
+    text = inputs.get("std_lots") or basis.get("std_lots") or fill["lots"]
     return Decimal(text)
 
 

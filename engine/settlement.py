@@ -24,6 +24,7 @@ from engine.payouts import (
     EARNING_KINDS,
     SETTLED_KINDS,
     Period,
+    fill_std_lots,
     parse_period,
     payout_period,
     period_of,
@@ -149,6 +150,5 @@ def _direct_earning(credits: list[Credit]) -> tuple[str, str, Decimal] | None:
         if c.kind in EARNING_KINDS and c.level == 1:
             ib = c.basis.get("ib") if c.kind == "client_rebate" else c.beneficiary_id
             if ib is not None:
-                lots = c.basis.get("std_lots") or c.fill["lots"]
-                return str(ib), str(c.fill["close_time"]), Decimal(lots)
+                return str(ib), str(c.fill["close_time"]), fill_std_lots(c.basis, c.fill)
     return None
