@@ -26,37 +26,10 @@ from engine import __version__
 from engine.payouts import parse_period, payouts_due, settlement_id, tier_bonus_id
 from engine.seed import parse_seed
 from tests.factories import TOPICS
+from tests.payout_factories import LIVE_MARCH as MARCH_FILLS
+from tests.payout_factories import LIVE_SEED as SEED
 from tests.payout_factories import fill_of
 
-# IB-D: 10 USD/lot, 20% to its client: 8.00 ib_commission per lot, paid daily 24 h after the day.
-# IB-T: 10 USD/lot, nothing to C-T, all of it to C-R (100%: no ib_commission, only C-R's rebate
-# names IB-T); paid monthly without hold, with SPEC 3's tier table. Login 4 is a cent account:
-# its lots count x 0.01.
-SEED = """
-effective_from: "2024-01-01T00:00:00Z"
-plans:
-  - id: flat
-    rules:
-      - {account_types: ["*"], symbols: ["*"], per_lot_usd: "10"}
-  - id: tiered
-    rules:
-      - {account_types: ["*"], symbols: ["*"], per_lot_usd: "10"}
-    tiers:
-      - {from_std_lots: "100", per_lot_bonus_usd: "1"}
-      - {from_std_lots: "500", per_lot_bonus_usd: "2"}
-ibs:
-  - {id: IB-D, plan: flat, rebate_pct: "20", payout: daily, hold_hours: 24}
-  - {id: IB-T, plan: tiered, rebate_pct: "0", payout: monthly}
-clients:
-  - {id: C-D, ib: IB-D, verified: true}
-  - {id: C-T, ib: IB-T, verified: true}
-  - {id: C-R, ib: IB-T, verified: true, rebate_pct: "100"}
-accounts:
-  - {login: 1, client: C-D, type: standard}
-  - {login: 2, client: C-T, type: standard}
-  - {login: 3, client: C-R, type: standard}
-  - {login: 4, client: C-T, type: standard_cent}
-"""
 GRACE_S = 60.0
 DAY = parse_period("2024-03-04")
 # 2024-03-04 ends 2024-03-05T00:00; + 24 h hold = 2024-03-06T00:00; + 60 s grace.
@@ -166,21 +139,6 @@ async def test_a_late_credit_after_the_payout_is_adjustment_1(redis: Redis) -> N
     assert adjustment["sequence"] == 1 and adjustment["payout"] == "daily"
     assert adjustment["settlement_id"] == settlement_id("IB-D", DAY, 1)
     assert adjustment["adjusts"] == settlement_id("IB-D", DAY, 0)
-
-
-# March 2024 for IB-T, in std lots: C-T 60 + C-R 30 (no ib_commission, still counts) + the cent
-# account's 2000 lots x 0.01 = 20 + C-T 15 at 23:50 on the 31st = 125; deal 16 (40 lots) is
-# deleted and counts 0; deal 15 closes in April. 125 reaches the tier from 100 std lots:
-# 125 x 1.00 = 125.00.
-MARCH_FILLS = [
-    fill_of(11, 2, "60", "2024-03-04T10:10:00Z"),
-    fill_of(12, 3, "30", "2024-03-15T12:10:00Z"),
-    fill_of(13, 4, "2000", "2024-03-20T09:10:00Z"),
-    fill_of(14, 2, "15", "2024-03-31T23:50:00Z"),
-    fill_of(15, 2, "100", "2024-04-01T00:10:00Z"),
-    fill_of(16, 2, "40", "2024-03-10T10:10:00Z"),
-    fill_of(16, 2, "40", "2024-03-10T10:10:00Z", event="delete"),
-]
 
 
 async def test_a_monthly_tier_bonus_is_paid_when_the_month_is_payable(redis: Redis) -> None:
