@@ -365,6 +365,33 @@ class RedisStore:
         )
         return [_bytes(raw) for raw in claimed]
 
+    async def settlement_journal(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """What the fill path summed per payout slot and IB: {slot: {ib: (cents, count)}}.
+
+        The totals the settlement events report from (`reconcile --redis` compares them with
+        the credits on the topic): every applied commission credit and reversal, once.
+        """
+        prefix = keys.SETTLE_SLOT.format(slot="")
+        own = {keys.SETTLE_DIRTY, keys.SETTLE_OUTBOX}
+        slots: list[str] = []
+        async for raw in self.redis.scan_iter(match=f"{prefix}*", count=1000):
+            key = _text(raw)
+            if key not in own:
+                slots.append(key.removeprefix(prefix))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for slot in slots:
+                pipe.hgetall(keys.SETTLE_SLOT.format(slot=slot))
+            hashes = await pipe.execute()
+        journal: dict[str, dict[str, tuple[int, int]]] = {}
+        for slot, fields in zip(slots, hashes, strict=True):
+            totals = {_text(k): int(v) for k, v in fields.items()}
+            journal[slot] = {
+                field[:-2]: (amount, totals.get(field[:-2] + "|n", 0))
+                for field, amount in totals.items()
+                if field.endswith("|c")
+            }
+        return journal
+
     async def confirm_settlements(self, records: Sequence[bytes]) -> None:
         """Take published settlement records out of the outbox for good."""
         if records:

@@ -1,5 +1,6 @@
 """SPEC 6 [r2] through Kafka: the worker's settlement events and tier_bonus credits for a short
-stream equal what the offline `replay --settlements --payouts` writes.
+stream equal what the offline `replay --settlements --payouts` writes; `statement` and
+`reconcile --redis` read them from the topics.
 
 One daily IB with a 24 h hold (IB-D) and one monthly IB with tiers (IB-T,
 tests/payout_factories.py). The first worker settles the fills with its settlement timer
@@ -10,6 +11,7 @@ every 2024 hold), then settles every period once: sequence 0, as the offline rep
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -18,6 +20,7 @@ import pytest
 from agents.cli import main
 from engine.seed import parse_seed
 from harness.kafka_replay import publish_and_collect
+from harness.workers import settings_env
 from tests.integration.fixtures import (
     Deployment,
     deployment_fixture,  # noqa: F401 (registers it)
@@ -54,7 +57,10 @@ def _offline(tmp: Path) -> tuple[list[bytes], list[bytes]]:
 
 @pytest.mark.timeout(180)
 async def test_worker_settlements_and_tier_bonuses_equal_the_offline_replay(
-    deployment: Deployment, tmp_path: Path
+    deployment: Deployment,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     expected_events, expected_bonuses = _offline(tmp_path)
     # By hand: IB-D 2024-03-04 (8.00, 1) and 2024-03-05 (24.00, 1); IB-T March (950.00, 3) and
@@ -84,3 +90,22 @@ async def test_worker_settlements_and_tier_bonuses_equal_the_offline_replay(
     bonuses = [r.value for r in credits if orjson.loads(r.value)["kind"] == "tier_bonus"]
     assert sorted(r.value for r in events) == sorted(expected_events)
     assert sorted(bonuses) == sorted(expected_bonuses)
+
+    # The partner's commands read the same topics (and the worker's journal in Redis).
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    reconcile = ["reconcile", "--period", "2024-03", "--from-kafka", "--redis"]
+    assert await asyncio.to_thread(main, reconcile) == 0
+    said = capsys.readouterr().out
+    # March: IB-D 8.00 + 24.00 = 32.00 over 2 credits net; IB-T 950.00 over 3 (module doc).
+    assert "IB-D: reconciled: credits 32.00 USD in 2 = 2 settlement events" in said
+    assert "IB-T: reconciled: credits 950.00 USD in 3 = 1 settlement events" in said
+    assert "IB-D: journal in Redis 32.00 USD in 2 = credits" in said
+    assert "2024-03: journal in Redis: 2 IBs agree, 0 differ" in said
+    out = tmp_path / "statement"
+    argv = ["statement", "--ib", "IB-T", "--period", "2024-03", "--from-kafka", "--out", str(out)]
+    assert await asyncio.to_thread(main, argv) == 0
+    # IB-T's March lines: deals 11, 13, 14, 16, 16's reversal and the tier bonus; 950.00 + 125.00.
+    said = capsys.readouterr().out
+    assert "IB-T 2024-03: 6 credits, total 1075.00 USD (settled 950.00, tier bonus 125.00)" in said
