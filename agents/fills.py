@@ -26,7 +26,7 @@ from engine.credits import Credit
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
 from engine.settle import Outcome, Reason, Settlement, settle
-from engine.settlement import payout_increments
+from engine.settlement import SlotMemo, payout_increments
 from engine.state import AccountState, DealJournal, Output, Standing
 
 __all__ = ["FillProcessor"]
@@ -190,6 +190,7 @@ class FillProcessor:
         # each other's results, exactly as they will be applied in order by the script.
         accounts = dict(self._accounts)
         deals = dict(loaded)
+        slots: SlotMemo = {}  # this round's book: a rules change redoes the round
         for p in todo:
             fill = p.fill
             deal_key = (fill.server, fill.deal)
@@ -204,7 +205,7 @@ class FillProcessor:
                 continue
             p.settlement, p.output = s, s.output
             p.encoded = {c.credit_id: credit_json(c) for c in s.credits}
-            payouts = payout_increments(s.credits, _reversed(s, standing), self.store.book)
+            payouts = payout_increments(s.credits, _reversed(s, standing), self.store.book, slots)
             item = ApplyItem(
                 login=fill.login,
                 expected_version=version,

@@ -39,6 +39,7 @@ __all__ = [
     "Increments",
     "LotsIncrement",
     "SettlementIncrement",
+    "SlotMemo",
     "lots_units",
     "parse_slot",
     "payout_increments",
@@ -105,12 +106,22 @@ def units_lots(units: int) -> Decimal:
     return Decimal(units).scaleb(-LOTS_EXPONENT)
 
 
+SlotMemo = dict[tuple[str, str], tuple[str, int, bool]]
+"""(IB, instant text) -> (slot label, payable epoch, tiered?): fills of a batch close together."""
+
+
 def payout_increments(
-    credits: Iterable[Credit], reversed_credits: Iterable[Credit], book: RuleBook
+    credits: Iterable[Credit],
+    reversed_credits: Iterable[Credit],
+    book: RuleBook,
+    memo: SlotMemo | None = None,
 ) -> Increments:
     """The increments of one fill revision: its `credits`, and the `reversed_credits` (the
-    credits that stood for the deal, when the revision reverses them)."""
-    memo: dict[tuple[str, str], tuple[str, int, bool]] = {}
+    credits that stood for the deal, when the revision reverses them).
+
+    `memo` may be shared by the revisions of a batch settled with the same `book`.
+    """
+    memo = {} if memo is None else memo
 
     def slot(ib: str, at: str) -> tuple[str, int, bool]:
         if (ib, at) not in memo:
