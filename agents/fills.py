@@ -28,11 +28,12 @@ from agents.storage.codec import (
     encode_standing,
 )
 from agents.storage.store import ApplyItem, RedisStore, StaleRules
+from engine.credits import Credit
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
 from engine.settle import Outcome, Reason, Settlement, settle
-from engine.settlement import settlement_increments
-from engine.state import AccountState, DealJournal, Output
+from engine.settlement import SlotMemo, payout_increments
+from engine.state import AccountState, DealJournal, Output, Standing
 
 __all__ = ["FillProcessor"]
 
@@ -195,6 +196,7 @@ class FillProcessor:
         # each other's results, exactly as they will be applied in order by the script.
         accounts = dict(self._accounts)
         deals = dict(loaded)
+        slots: SlotMemo = {}  # this round's book: a rules change redoes the round
         for p in todo:
             fill = p.fill
             deal_key = (fill.server, fill.deal)
@@ -209,6 +211,7 @@ class FillProcessor:
                 continue
             p.settlement, p.output = s, s.output
             p.encoded = {c.credit_id: credit_json(c) for c in s.credits}
+            payouts = payout_increments(s.credits, _reversed(s, standing), self.store.book, slots)
             item = ApplyItem(
                 login=fill.login,
                 expected_version=version,
@@ -222,7 +225,8 @@ class FillProcessor:
                 standing_json=encode_standing(s.standing, p.encoded) if s.standing else "",
                 output_json=encode_output(s.output, p.encoded),
                 rewards=s.reward_deltas,
-                settlements=settlement_increments(s.credits),
+                settlements=payouts.settlements,
+                lots=payouts.lots,
                 journal_entry=encode_journal_entry(
                     p.record.value or b"",
                     fill.revision,
@@ -267,6 +271,13 @@ class FillProcessor:
         self.metrics.redis_seconds.labels(op).observe(time.perf_counter() - start)
         self.metrics.redis_up.set(1)
         return value
+
+
+def _reversed(s: Settlement, standing: Standing | None) -> tuple[Credit, ...]:
+    """The credits a revision takes back: all that stood for its deal, if it reverses any."""
+    if standing is None or not any(c.kind == "reversal" for c in s.credits):
+        return ()
+    return standing.credits
 
 
 def _unchanged(s: Settlement | None, outcome: Outcome, output: Output) -> Settlement | None:

@@ -11,7 +11,9 @@
 --      beyond 2^53 stays exact, where Lua's numbers (doubles) would round it.
 --   o  output JSON (credits + events) stored under rev:<r>, returned again on re-delivery
 --   w  [[reward key, cents], ...]
---   s  [[settle key, ib, cents, count delta, hour, hour epoch], ...] (IB commission credits)
+--   s  [[settle key, ib, cents, count delta, slot, payable epoch], ...] (IB commission credits)
+--   l  [[tier lots key, ib, 10^-10 lots as a decimal string, slot, payable epoch], ...]
+--      (a tiered IB's direct earning fill; negative when reversed)
 --   j  journal entry JSON (the fill's bytes, outcome, reasons: SPEC 4.3 [r2]), stored under
 --      j:<n>, n the deal's next order number (field n); `explain --live` reads them in order
 --   x  [login deals key, "server:deal", close_time epoch]: the login's deal index (ZSET)
@@ -76,6 +78,10 @@ for i = 2, #ARGV do
         redis.call('HINCRBY', s[1], s[2] .. '|c', s[3])
         redis.call('HINCRBY', s[1], s[2] .. '|n', s[4])
         redis.call('ZADD', KEYS[2], s[6], s[5])
+      end
+      for _, l in ipairs(it.l) do
+        redis.call('HINCRBY', l[1], l[2], l[3])
+        redis.call('ZADD', KEYS[2], l[5], l[4])
       end
       out[#out + 1] = 'ok'
       out[#out + 1] = tostring(av + 1)
