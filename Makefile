@@ -35,8 +35,8 @@ test-kafka: $(STAMP) ## the integration tier on Apache Kafka only (resolved by M
 demo: $(STAMP) ## replay the sample fills through the real Faust worker on the embedded broker and Redis
 	$(BIN)/rebate-engine demo
 
-bench: $(STAMP) ## measure engine-only, Faust worker and plain aiokafka pipeline side by side
-	$(BIN)/rebate-engine bench
+bench: $(STAMP) ## measure engine-only, Faust worker and plain aiokafka pipeline side by side (BROKER=tansu|kafka|both)
+	$(BIN)/rebate-engine bench $(if $(BROKER),--broker $(BROKER))
 
 docs: $(STAMP) ## regenerate the README's configuration reference from the settings object
 	$(BIN)/python scripts/docs.py README.md

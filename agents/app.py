@@ -58,6 +58,13 @@ class Engine:
     paused: bool = False
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     newest_fill_ts: float | None = None
+    # Monotonic time the current (re)join began; None once the group completed a rebalance.
+    # A worker starts out joining. A group stuck between join and sync never clears it.
+    rebalance_since: float | None = field(default_factory=time.monotonic)
+
+    def rebalance_seconds(self) -> float:
+        since = self.rebalance_since
+        return 0.0 if since is None else time.monotonic() - since
 
     async def publish(self, outgoing: Sequence[Outgoing]) -> None:
         """Send everything without awaiting one by one, then wait for all acknowledgements."""
@@ -125,6 +132,7 @@ class Engine:
         fills = self.settings.topic_fills
         partitions = [tp for tp in assignment if tp.topic == fills]
         self.metrics.partitions_assigned.set(len(partitions))
+        self.metrics.rebalance_seconds.set(self.rebalance_seconds())
         behind = 0
         for tp in partitions:
             high = consumer.highwater(tp)
@@ -149,7 +157,8 @@ class Engine:
             "partitions_assigned": assigned,
             "redis": redis_ok,
             "paused": self.paused,
-            "ready": assigned > 0 and redis_ok and not self.paused,
+            "rebalancing_s": round(self.rebalance_seconds(), 1),
+            "ready": assigned > 0 and redis_ok and not self.paused and not self.rebalance_since,
         }
 
 
@@ -222,6 +231,11 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
     async def on_revoked(app: faust.App, revoked: Any, **_: Any) -> None:
         # Another worker may own these logins now: our cached wallet state is not to be trusted.
         engine.processor.forget_accounts()
+        engine.rebalance_since = engine.rebalance_since or time.monotonic()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(app: faust.App, assigned: Any, **_: Any) -> None:
+        engine.rebalance_since = None  # the group's sync completed (an empty set counts too)
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:

@@ -26,7 +26,7 @@ from agents.app import build_app
 from agents.logs import configure_logging
 from agents.settings import Settings
 from agents.storage.store import load_seed_into
-from agents.topics import ensure_topics_sync, partitions
+from agents.topics import KafkaUnreachable, ensure_topics_sync, partitions
 from agents.tuning import tune_gc
 from engine import __version__
 from engine.seed import Seed, SeedError, load_seed
@@ -46,7 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
-    code: int = handler(args)
+    try:
+        code: int = handler(args)
+    except KafkaUnreachable as exc:
+        # One line, no traceback and no retry: a wrong password or CA does not heal by waiting.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

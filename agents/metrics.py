@@ -94,6 +94,13 @@ class Metrics:
             "rebate_consumer_paused", "1 while consumption is paused (Redis unavailable)",
             registry=r,
         )  # fmt: skip
+        self.rebalance_seconds = Gauge(
+            "rebate_consumer_rebalance_seconds",
+            "Seconds this worker has been joining its consumer group without a completed "
+            "rebalance (since it started, or since its partitions were revoked); 0 once the "
+            "group assigned it partitions (none is an assignment too)",
+            registry=r,
+        )
         self.partitions_assigned = Gauge(
             "rebate_partitions_assigned", "fills.v1 partitions assigned to this worker", registry=r
         )

@@ -14,13 +14,16 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
 from aiokafka.structs import ConsumerRecord
 
+from agents.logs import scrub
 from agents.messages import Topics
 from agents.settings import Settings
 
 __all__ = [
+    "KafkaUnreachable",
     "TopicError",
     "delete_topics",
     "delete_topics_sync",
@@ -33,10 +36,15 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_DIAGNOSE_TIMEOUT_MS = 5000
 
 
 class TopicError(RuntimeError):
     """A topic is missing, not ready, or has another partition count than wanted."""
+
+
+class KafkaUnreachable(RuntimeError):
+    """No bootstrap server accepted a connection; the message says why, on one line."""
 
 
 def partitions(settings: Settings) -> dict[str, int]:
@@ -98,8 +106,37 @@ async def _admin(target: Settings | str) -> Any:
         )
     else:
         admin = AIOKafkaAdminClient(bootstrap_servers=target)
-    await admin.start()
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        await admin.close()
+        if not isinstance(target, Settings):
+            raise
+        # aiokafka tries each bootstrap server once and then says only "Unable to bootstrap":
+        # one more connection of our own gives the cause (bad password, untrusted CA...).
+        raise KafkaUnreachable(await _unreachable_reason(target)) from exc
     return admin
+
+
+async def _unreachable_reason(settings: Settings) -> str:
+    servers = settings.kafka_bootstrap_servers or ""
+    host, _, port = servers.split(",")[0].strip().rpartition(":")
+    how: str = settings.kafka_security_protocol
+    if how.startswith("SASL_"):
+        how += f", {settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username}"
+    try:
+        conn = await create_conn(
+            host,
+            int(port),
+            request_timeout_ms=_DIAGNOSE_TIMEOUT_MS,
+            **settings.aiokafka_security_kwargs(),
+        )
+    except Exception as exc:  # every failure is the answer we are after
+        cause = f"{type(exc).__name__}: {exc}"
+    else:
+        conn.close()
+        cause = "the first server answers now; the others did not"
+    return scrub(f"cannot connect to Kafka at {servers} ({how}): {cause}")
 
 
 async def delete_topics(target: Settings | str, names: Iterable[str]) -> None:

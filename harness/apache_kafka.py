@@ -9,6 +9,9 @@ resolved once by Maven into a cache outside the checkout (`~/.cache/rebate-engin
         kafka.kill(); kafka.start()     # kill -9, then the same ports and the same log dir
         kafka.restart()                 # SIGTERM (a controlled shutdown), then start again
 
+    with ApacheKafka(secured=SaslSslListener(keystore, {"worker": password})) as kafka:
+        kafka.secured_bootstrap_servers # a SASL_SSL (SCRAM-SHA-512) listener beside PLAINTEXT
+
 Like the embedded runtime (harness/embedded.py, whose ManagedProcess it reuses) it listens on
 free loopback ports, is stopped by PID (SIGTERM, SIGKILL after the stop timeout), also at
 interpreter exit and when the starting thread dies, and writes its output (log4j at WARN) to a
@@ -31,6 +34,8 @@ import tempfile
 import time
 import uuid
 from base64 import urlsafe_b64encode
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -45,6 +50,7 @@ from harness.embedded import (
 __all__ = [
     "KAFKA_VERSION",
     "ApacheKafka",
+    "SaslSslListener",
     "missing_tools",
     "resolve_kafka",
 ]
@@ -91,11 +97,11 @@ rootLogger.appenderRef.console.ref = console
 _SERVER_PROPERTIES = """process.roles=broker,controller
 node.id={node_id}
 controller.quorum.voters={node_id}@{host}:{controller_port}
-listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
-advertised.listeners=PLAINTEXT://{host}:{port}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}{secured_listener}
+advertised.listeners=PLAINTEXT://{host}:{port}{secured_listener}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs={log_dir}
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -107,6 +113,36 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 """
+
+# The secured listener: TLS with the broker's PEM key and certificate, SCRAM-SHA-512 users that
+# the storage format writes into the cluster metadata (no ZooKeeper, no admin call needed).
+_SASL_SSL_PROPERTIES = """sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\\
+  org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location={keystore}
+"""
+
+
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A SASL_SSL listener (SCRAM-SHA-512) the broker opens beside its PLAINTEXT one.
+
+    `keystore` is one PEM file: the broker's unencrypted PKCS#8 private key, then its
+    certificate (chain). `users` maps SCRAM user names to passwords, created at format time.
+    The harness itself (readiness, topic admin in tests) keeps using the PLAINTEXT listener.
+    """
+
+    keystore: Path
+    users: Mapping[str, str]
+
+    def scram_arguments(self) -> list[str]:
+        """kafka-storage format's `--add-scram` arguments, one per user."""
+        return [
+            arg
+            for name, password in self.users.items()
+            for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+        ]
 
 
 def missing_tools() -> str | None:
@@ -180,8 +216,10 @@ class ApacheKafka:
         startup_timeout_s: float = 120.0,
         stop_timeout_s: float = 30.0,
         max_lifetime_s: float = 3600.0,
+        secured: SaslSslListener | None = None,
     ) -> None:
         self.version = version
+        self.secured = secured
         self._max_lifetime_s = max_lifetime_s
         self._heap_mb = heap_mb
         self._own_dir = work_dir is None
@@ -190,6 +228,7 @@ class ApacheKafka:
         self.data_dir = self.work_dir / "data"
         self._keep_files = keep_files
         self._controller_port = 0
+        self._secured_port = 0
         self._config_for_port = 0
         self.last_start_s = 0.0  # seconds from spawning the JVM to the first Metadata answer
         self.process = ManagedProcess(
@@ -207,6 +246,13 @@ class ApacheKafka:
         if not self.process.port:
             raise EmbeddedRuntimeError("Apache Kafka has not been started")
         return f"{_LOOPBACK}:{self.process.port}"
+
+    @property
+    def secured_bootstrap_servers(self) -> str:
+        """The SASL_SSL listener's `host:port` (only with `secured=`)."""
+        if self.secured is None or not self._secured_port:
+            raise EmbeddedRuntimeError("Apache Kafka has no secured listener running")
+        return f"{_LOOPBACK}:{self._secured_port}"
 
     @property
     def pid(self) -> int | None:
@@ -246,20 +292,24 @@ class ApacheKafka:
         ]
 
     def _config(self, port: int) -> Path:
-        # A new client port comes with a new controller port; a restart keeps both.
+        # A new client port comes with new controller (and secured) ports; a restart keeps all.
         if port != self._config_for_port:
             self._controller_port = free_port()
+            self._secured_port = free_port() if self.secured else 0
             self._config_for_port = port
-        path = self.work_dir / "server.properties"
-        path.write_text(
-            _SERVER_PROPERTIES.format(
-                node_id=_NODE_ID,
-                host=_LOOPBACK,
-                port=port,
-                controller_port=self._controller_port,
-                log_dir=self.data_dir,
-            )
+        secured_listener = f",SASL_SSL://{_LOOPBACK}:{self._secured_port}" if self.secured else ""
+        text = _SERVER_PROPERTIES.format(
+            node_id=_NODE_ID,
+            host=_LOOPBACK,
+            port=port,
+            controller_port=self._controller_port,
+            secured_listener=secured_listener,
+            log_dir=self.data_dir,
         )
+        if self.secured:
+            text += _SASL_SSL_PROPERTIES.format(keystore=self.secured.keystore)
+        path = self.work_dir / "server.properties"
+        path.write_text(text)
         return path
 
     def _argv(self, port: int) -> list[str]:
@@ -276,9 +326,11 @@ class ApacheKafka:
             _cluster_id(),
             "--config",
             str(self._config(port)),
+            *(self.secured.scram_arguments() if self.secured else ()),
         )
         result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
+            # stderr only: argv holds the SCRAM passwords.
             raise EmbeddedRuntimeError(f"kafka-storage format failed:\n{result.stderr[-2000:]}")
 
     def start(self, port: int | None = None) -> Self:

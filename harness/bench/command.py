@@ -32,6 +32,7 @@ A benchmark is measured, not asserted: nothing here fails on a number.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,9 +42,11 @@ from rich.console import Console
 
 from agents.logs import configure_logging
 from agents.tuning import tune_gc
+from harness.apache_kafka import missing_tools
 from harness.bench.config import FULL, QUICK, SYSTEMS, BenchConfig
 from harness.bench.results import run_bench
 from harness.bench.soak import run_soak
+from harness.bench.systems import BROKERS
 
 __all__ = ["main", "register"]
 
@@ -116,6 +119,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--systems", help="comma-separated systems to run: faust,plain,echo (default all)"
     )
+    parser.add_argument(
+        "--broker",
+        choices=("tansu", "kafka", "both"),
+        help="run every system on the embedded Tansu, on Apache Kafka (started from the Maven "
+        "cache, harness/apache_kafka.py), or on both one after the other (default: both where "
+        "java and mvn answer and KAFKA_BOOTSTRAP_SERVERS is unset, else tansu)",
+    )
 
 
 def _config(args: argparse.Namespace) -> BenchConfig:
@@ -143,8 +153,20 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         if unknown:
             raise ValueError(f"unknown systems: {', '.join(sorted(unknown))}")
         update["systems"] = systems
+    update["brokers"] = _brokers(args.broker)
     fields = {f: getattr(base, f) for f in BenchConfig.__dataclass_fields__}
     return BenchConfig(**{**fields, **update})
+
+
+def _brokers(wanted: str | None) -> tuple[str, ...]:
+    if wanted is None:
+        named = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+        why_not = "KAFKA_BOOTSTRAP_SERVERS names the broker" if named else missing_tools()
+        if why_not:
+            print(f"bench on one broker only: {why_not}", file=sys.stderr)
+            return ("tansu",)
+        wanted = "both"
+    return BROKERS if wanted == "both" else (wanted,)
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -45,6 +45,7 @@ class BenchConfig:
     profile_seconds: float = 10.0
     quick: bool = False
     settlement: bool = False
+    brokers: tuple[str, ...] = ("tansu",)  # each runs every system (harness/bench/systems.py)
 
 
 FULL = BenchConfig()

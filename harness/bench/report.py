@@ -23,7 +23,7 @@ def print_results(results: dict[str, Any], console: Console) -> None:
     engine = results["engine_only"]
     table = Table(title="rebate-engine bench: fill-to-credit, measured outside the worker")
     for name, justify in (
-        ("system", "left"), ("load", "right"), ("sustained fills/s", "right"),
+        ("broker", "left"), ("system", "left"), ("load", "right"), ("sustained fills/s", "right"),
         ("p50 ms", "right"), ("p99 ms", "right"), ("max ms", "right"),
         ("p99 of each run", "right"), ("worker hist p50/p99", "right"),
         ("CPU ms/fill", "right"), ("RSS MB", "right"), ("other load", "right"),
@@ -31,7 +31,7 @@ def print_results(results: dict[str, Any], console: Console) -> None:
     ):  # fmt: skip
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     table.add_row(
-        "engine only", "1 core", _fmt(engine["fills_per_s"]), "-", "-", "-", "-", "-",
+        "-", "engine only", "1 core", _fmt(engine["fills_per_s"]), "-", "-", "-", "-", "-",
         _fmt(1000 / engine["fills_per_s"], ".3f"), "-", "-", f"{engine['credits']:,} (offline)",
     )  # fmt: skip
     for s in results["summary"]:
@@ -39,6 +39,7 @@ def print_results(results: dict[str, Any], console: Console) -> None:
         hist = s["worker_histogram"]
         load = "max (drain)" if s["load"] == MAX else f"{int(s['offered_per_s']):,}/s"
         table.add_row(
+            s["broker"],
             s["system"],
             load,
             _fmt(s["sustained_per_s"]),
@@ -55,19 +56,23 @@ def print_results(results: dict[str, Any], console: Console) -> None:
             ("ok " if s["credits_match"] else "MISMATCH ") + f"{s['credits']:,}",
         )
     console.print(table)
-    targets = results["targets"]
     verdict = {True: "[green]met[/green]", False: "[red]missed[/red]", None: "-"}
-    console.print(
-        f"faust_to_raw_ratio (max sustained, Faust / plain): {results['faust_to_raw_ratio']}"
-        f"  target >= 0.5: {verdict[targets['faust_max_at_least_half_of_plain']]}"
-        f"  (CPU per fill, plain / Faust, at max: {results['faust_to_raw_cpu_ratio']})"
-    )
-    console.print(
-        f"p99_ratio_at_1000 (Faust p99 / plain p99 at 1,000/s): {results['p99_ratio_at_1000']}"
-        f"  target <= 1.5: {verdict[targets['faust_p99_at_1000_within_1_5x_plain']]},"
-        f" Faust p99 < 50 ms: {verdict[targets['faust_p99_at_1000_below_50ms']]}"
-        f" (broker floor, echo p99: {_fmt(results['echo_p99_at_1000_ms'], '.1f')} ms)"
-    )
+    for broker, b in results["brokers"].items():
+        targets = b["targets"]
+        started = f", started in {b['start_s']} s" if b["start_s"] is not None else ""
+        console.print(f"[bold]{broker}[/bold] ({b['bootstrap_servers']}{started})")
+        console.print(
+            f"  faust_to_raw_ratio (max sustained, Faust / plain): {b['faust_to_raw_ratio']}"
+            f"  target >= 0.5: {verdict[targets['faust_max_at_least_half_of_plain']]}"
+            f"  (CPU per fill, plain / Faust, at max: {b['faust_to_raw_cpu_ratio']})"
+        )
+        console.print(
+            f"  p99_ratio_at_1000 (Faust p99 / plain p99 at 1,000/s): {b['p99_ratio_at_1000']}"
+            f"  target <= 1.5: {verdict[targets['faust_p99_at_1000_within_1_5x_plain']]},"
+            f" Faust p99 {_fmt(b['faust_p99_at_1000_ms'], '.1f')} ms"
+            f" < 50 ms: {verdict[targets['faust_p99_at_1000_below_50ms']]}"
+            f" (broker floor, echo p99: {_fmt(b['echo_p99_at_1000_ms'], '.1f')} ms)"
+        )
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -77,9 +82,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     colors = {"faust": "tab:blue", "plain": "tab:orange", "echo": "tab:green"}
+    # One broker: solid lines as before; the second broker's curves are fainter.
+    alphas = dict(zip(results["brokers"], (1.0, 0.45), strict=False))
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
-    for system in SYSTEMS:
-        runs = [s for s in results["summary"] if s["system"] == system]
+    for broker, system in ((b, s) for b in results["brokers"] for s in SYSTEMS):
+        runs = [s for s in results["summary"] if s["system"] == system and s["broker"] == broker]
+        alpha = alphas.get(broker, 0.3)
+        name = f"{broker} {system}" if len(alphas) > 1 else system
         fixed = sorted((s for s in runs if s["latency_ms"]), key=lambda s: s["sustained_per_s"])
         if fixed:
             x = [s["sustained_per_s"] for s in fixed]
@@ -88,15 +97,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 [s["latency_ms"]["p99"] for s in fixed],
                 "o-",
                 color=colors[system],
-                label=f"{system} p99",
+                alpha=alpha,
+                label=f"{name} p99",
             )
             left.plot(
                 x,
                 [s["latency_ms"]["p50"] for s in fixed],
                 "s--",
                 color=colors[system],
-                alpha=0.6,
-                label=f"{system} p50",
+                alpha=0.6 * alpha,
+                label=f"{name} p50",
             )
         for s in runs:
             if s["load"] == MAX and s["sustained_per_s"]:
@@ -104,7 +114,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
                     s["sustained_per_s"],
                     color=colors[system],
                     linestyle=":",
-                    label=f"{system} max {s['sustained_per_s']:,.0f}/s",
+                    alpha=alpha,
+                    label=f"{name} max {s['sustained_per_s']:,.0f}/s",
                 )
         at_1000 = next((s for s in runs if s["load"] == "1000" and s["latency_per_second"]), None)
         if at_1000:
@@ -113,15 +124,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 [p[0] for p in series],
                 [p[2] for p in series],
                 color=colors[system],
-                label=f"{system} p99",
+                alpha=alpha,
+                label=f"{name} p99",
             )
             right.plot(
                 [p[0] for p in series],
                 [p[1] for p in series],
                 color=colors[system],
                 linestyle="--",
-                alpha=0.6,
-                label=f"{system} p50",
+                alpha=0.6 * alpha,
+                label=f"{name} p50",
             )
     engine_rate = results["engine_only"]["fills_per_s"]
     left.axvline(

@@ -46,7 +46,7 @@ def run_soak(config: BenchConfig, count: int, rate: float, console: Console) -> 
     seed = load_seed(config.out_dir / "seed.json")
     logs = config.out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    with running_services(Settings()) as services:
+    with running_services(Settings(), config.brokers[0]) as services:
         result = asyncio.run(_soak(services, seed, seed_dict, count, rate, logs, console))
     result["machine"] = machine()
     (config.out_dir / "soak.json").write_bytes(

@@ -52,6 +52,7 @@ class Scenario:
     rss_end_mb: float | None
     repeat: int = 0
     profile: str | None = None
+    broker: str = "tansu"  # where it ran: tansu, kafka (Apache Kafka) or external
 
 
 def summarize(

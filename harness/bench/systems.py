@@ -17,10 +17,12 @@ from typing import Any, Protocol
 from agents.settings import Settings
 from agents.storage.store import RedisStore, connect
 from engine.seed import Seed
+from harness.apache_kafka import ApacheKafka
 from harness.embedded import EmbeddedRuntime
 from harness.workers import WorkerProcess, settings_env
 
 __all__ = [
+    "BROKERS",
     "SETTLEMENT_NOTE",
     "FaustSystem",
     "PlainSystem",
@@ -38,23 +40,40 @@ __all__ = [
 @dataclass
 class Services:
     settings: Settings
-    embedded: bool
-    pids: dict[str, int]  # tansu / redis-server, when embedded
+    embedded: bool  # Redis is ours (flushed between scenarios)
+    pids: dict[str, int]  # tansu / kafka / redis-server, when we started them
+    broker: str = "tansu"  # "tansu" (embedded), "kafka" (Apache Kafka we started), "external"
+    broker_start_s: float | None = None  # Apache Kafka: JVM start to first Metadata answer
+
+
+BROKERS = ("tansu", "kafka")
+KAFKA_HEAP_MB = 768  # more than the tests' 384: the bench keeps 100,000-fill backlogs
 
 
 @contextlib.contextmanager
-def running_services(settings: Settings) -> Iterator[Services]:
+def running_services(settings: Settings, broker: str = "tansu") -> Iterator[Services]:
+    """The services of one bench run: with `broker="kafka"` Apache Kafka itself
+    (harness/apache_kafka.py) replaces the embedded Tansu; Redis is the environment's or ours."""
+    if broker == "kafka":
+        with ApacheKafka(heap_mb=KAFKA_HEAP_MB) as kafka:
+            on_kafka = settings.model_copy(
+                update={"kafka_bootstrap_servers": kafka.bootstrap_servers}
+            )
+            with running_services(on_kafka) as inner:
+                pids = {**inner.pids, "kafka": kafka.pid or 0}
+                yield Services(inner.settings, inner.embedded, pids, "kafka", kafka.last_start_s)
+        return
     need_kafka = settings.kafka_bootstrap_servers is None
     need_redis = settings.redis_url is None
     if not (need_kafka or need_redis):
-        yield Services(settings, False, {})
+        yield Services(settings, False, {}, "external")
         return
     with EmbeddedRuntime(kafka=need_kafka, redis=need_redis) as runtime:
         resolved = settings.with_services(
             bootstrap_servers=settings.kafka_bootstrap_servers or runtime.bootstrap_servers,
             redis_url=settings.redis_url or runtime.redis_url,
         )
-        yield Services(resolved, need_redis, runtime.pids)
+        yield Services(resolved, need_redis, runtime.pids, "tansu" if need_kafka else "external")
 
 
 SETTLEMENT_NOTE = (

@@ -117,6 +117,7 @@ async def test_metrics_of_a_live_worker_after_real_fills(module_deployment: Depl
     assert m.value("rebate_redis_seconds_sum", op="apply") > 0
     assert m.value("rebate_redis_up") == 1
     assert m.value("rebate_partitions_assigned") == 8
+    assert m.value("rebate_consumer_rebalance_seconds") == 0  # the group's sync completed
     assert m.value("rebate_consumer_paused") == 0
     assert m.value("rebate_consumer_pauses_total") == 0
     assert m.value("rebate_consumer_lag_seconds") == 0
@@ -145,7 +146,13 @@ async def test_health_and_readiness_follow_redis(
     )
     status, ready = await asyncio.to_thread(_get, f"{worker.url}/readyz")
     assert status == 200
-    assert ready == {"partitions_assigned": 8, "redis": True, "paused": False, "ready": True}
+    assert ready == {
+        "partitions_assigned": 8,
+        "redis": True,
+        "paused": False,
+        "rebalancing_s": 0.0,
+        "ready": True,
+    }
 
     # Redis hung: not ready (but alive); ready again once Redis answers.
     redis = embedded_runtime.redis

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from agents.storage.store import RedisStore
 from harness.embedded import answers_ping
 from harness.kafka_replay import publish_and_collect
 from tests.factories import TOPICS
+from tests.integration._certs import OPENSSL, SERVER_EXT, make_ca, make_leaf
 from tests.integration._helpers import (
     load_seed,
     offline_credits,
@@ -43,7 +43,6 @@ from tests.integration._helpers import (
 from tests.integration.fixtures import deploy
 
 REDIS_SERVER = shutil.which("redis-server")
-OPENSSL = shutil.which("openssl")
 USER = "rebate-engine"
 PASSWORD = f"tls-acl-{uuid.uuid4().hex}"  # distinctive: searched for in every log
 
@@ -62,44 +61,13 @@ class Certs:
     other_ca: Path  # a CA that signed nothing of ours
 
 
-def _openssl(*args: str | Path, cwd: Path) -> None:
-    subprocess.run(
-        [str(OPENSSL), *map(str, args)], cwd=cwd, check=True, capture_output=True, timeout=30
-    )
-
-
-def _ca(d: Path, name: str) -> tuple[Path, Path]:
-    key, cert = d / f"{name}.key", d / f"{name}.crt"
-    _openssl(
-        "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={name}", cwd=d,
-    )  # fmt: skip
-    return cert, key
-
-
-def _leaf(d: Path, name: str, ca: tuple[Path, Path], ext: str) -> tuple[Path, Path]:
-    key, csr, cert, extfile = (d / f"{name}.{x}" for x in ("key", "csr", "crt", "ext"))
-    extfile.write_text(ext + "\n")
-    _openssl(
-        "req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-keyout", key, "-out", csr, "-subj", f"/CN={name}", cwd=d,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
-        "-out", cert, "-days", "2", "-extfile", extfile, cwd=d,
-    )  # fmt: skip
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     d = tmp_path_factory.mktemp("certs")
-    ca = _ca(d, "rebate-test-ca")
-    server_cert, server_key = _leaf(
-        d, "redis", ca, "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"
-    )
-    client_cert, client_key = _leaf(d, "rebate-worker", ca, "extendedKeyUsage=clientAuth")
-    other_ca, _ = _ca(d, "somebody-else-ca")
+    ca = make_ca(d, "rebate-test-ca")
+    server_cert, server_key = make_leaf(d, "redis", ca, SERVER_EXT)
+    client_cert, client_key = make_leaf(d, "rebate-worker", ca, "extendedKeyUsage=clientAuth")
+    other_ca, _ = make_ca(d, "somebody-else-ca")
     return Certs(ca[0], server_cert, server_key, client_cert, client_key, other_ca)
 
 
