@@ -23,6 +23,7 @@ from faust.exceptions import ConsumerNotStarted
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents.crm import CrmEventHandler
 from agents.fills import FillProcessor
 from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
@@ -257,6 +258,22 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
         await engine.publish(out)
         for e in events:
             e.ack()  # acked only now that the answers are acknowledged by the broker
+
+    # -- back-office events (SPEC 3 r2): one partition, applied in its order -----------------
+    crm_events = CrmEventHandler(
+        store, metrics, settings.topic_crm_events_dlq, settings.correction_window_hours
+    )
+
+    @app.agent(engine.topics["crm_events"], name="crm-events")
+    async def apply_crm_events(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_timeout_s):
+            await whole_batch(apply_events(events))
+
+    async def apply_events(events: Sequence[EventT[Any]]) -> None:
+        out = await engine.until_redis_answers(partial(crm_events.handle, records_of(events)))
+        await engine.publish(out)
+        for e in events:
+            e.ack()  # acked only now that its dead letters are acknowledged by the broker
 
     @app.timer(settings.settlement_interval_s)  # type: ignore[untyped-decorator]
     async def settle_hours() -> None:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from agents.messages import BatchResult, Outgoing, Record, Topics
+from agents.messages import BatchResult, Outgoing, Record, Topics, dead_letter
 from agents.metrics import Metrics
 from agents.storage.codec import credit_json, decode_output, encode_output, encode_standing
 from agents.storage.store import ApplyItem, RedisStore, StaleRules
@@ -32,7 +32,6 @@ __all__ = ["FillProcessor"]
 
 _T = TypeVar("_T")
 _MAX_ROUNDS = 8  # compare-and-set retries for one batch; each round settles at least one item
-_DLQ_MAX_VALUE = 256 * 1024
 
 
 @dataclass
@@ -228,20 +227,7 @@ class FillProcessor:
         return items
 
     def _dead_letter(self, record: Record, reason: str, message: str) -> Outgoing:
-        value = record.value or b""
-        headers = [
-            ("error", reason.encode()),
-            ("error_message", message.encode()[:1000]),
-            ("original_topic", record.topic.encode()),
-            ("original_partition", str(record.partition).encode()),
-            ("original_offset", str(record.offset).encode()),
-        ]
-        if len(value) > _DLQ_MAX_VALUE:
-            # The original stays in fills.v1 at the offset named above; a dead letter larger
-            # than the producer's request limit would fail the whole batch instead.
-            headers.append(("truncated_from_bytes", str(len(value)).encode()))
-            value = value[:_DLQ_MAX_VALUE]
-        return Outgoing(self.topics.dead_letters, b"", value, tuple(headers))
+        return dead_letter(record, self.topics.dead_letters, reason, message)
 
     async def _timed(self, op: str, awaitable: Awaitable[_T]) -> _T:
         start = time.perf_counter()

@@ -37,8 +37,13 @@ class TopicError(RuntimeError):
 
 
 def partitions(settings: Settings) -> dict[str, int]:
-    """{topic name: partitions} of every topic the engine uses."""
-    return dict.fromkeys(settings.topics.values(), settings.topic_partitions)
+    """{topic name: partitions} of every topic the engine uses.
+
+    The back-office topics have one partition: their events are one total order (SPEC 3 r2).
+    """
+    counts = dict.fromkeys(settings.topics.values(), settings.topic_partitions)
+    counts[settings.topic_crm_events] = counts[settings.topic_crm_events_dlq] = 1
+    return counts
 
 
 def output_topics(settings: Settings) -> Topics:

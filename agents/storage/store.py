@@ -37,6 +37,7 @@ from engine.state import AccountState, DealJournal, Standing
 __all__ = [
     "UNAVAILABLE",
     "ApplyItem",
+    "EventStatus",
     "RedisStore",
     "StaleRules",
     "WalletStatus",
@@ -52,8 +53,10 @@ def _script(name: str) -> str:
 _APPLY = _script("apply.lua")
 _WALLET = _script("wallet.lua")
 _SETTLE = _script("settle.lua")
+_CRM = _script("crm.lua")
 
 WalletStatus = Literal["ok", "dup", "conflict", "stale_rules"]
+EventStatus = Literal["ok", "dup", "stale_rules"]
 
 
 UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
@@ -134,6 +137,7 @@ class RedisStore:
         self._apply = redis.register_script(_APPLY)
         self._wallet = redis.register_script(_WALLET)
         self._settle = redis.register_script(_SETTLE)
+        self._crm = redis.register_script(_CRM)
         # The fills and wallet-command agents share this store: one refresh at a time, or
         # both could fold the same new log entries and skip the ones after them.
         self._rules_lock = asyncio.Lock()
@@ -165,6 +169,23 @@ class RedisStore:
             pipe.incr(keys.RULES_VERSION)
             _, version = await pipe.execute()
         return int(version)
+
+    async def append_event_change(self, event_id: str, change: Change) -> EventStatus:
+        """Append a back-office event's change, checked against the cached rules, once per id.
+
+        "dup": the event was applied before; "stale_rules": the rules moved since they were
+        folded (refresh and check again); "ok": appended, with the id recorded in the same
+        script (agents/storage/crm.lua), so a crash never applies an event twice.
+        """
+        status, _ = await self._crm(
+            keys=[keys.RULES_VERSION, keys.RULES_LOG, keys.CRM_SEEN],
+            args=[str(self.rules_version), event_id, encode_change(change)],
+        )
+        return _text(status)  # type: ignore[return-value]
+
+    async def event_seen(self, event_id: str) -> bool:
+        """Whether a back-office event was applied already (checked again when appending)."""
+        return bool(await self.redis.sismember(keys.CRM_SEEN, event_id))
 
     async def rule_changes(self) -> list[Change]:
         return [decode_change(e) for e in await self.redis.lrange(keys.RULES_LOG, 0, -1)]
