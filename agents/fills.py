@@ -12,7 +12,7 @@ compare-and-set in the script; the rules are cached and checked by version in th
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,12 +21,12 @@ import orjson
 from agents.messages import BatchResult, Outgoing, Record, Topics, dead_letter
 from agents.metrics import Metrics
 from agents.storage.codec import credit_json, decode_output, encode_output, encode_standing
-from agents.storage.store import ApplyItem, RedisStore, StaleRules
+from agents.storage.store import ApplyItem, Park, RedisStore, StaleRules
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
 from engine.settle import Outcome, Reason, Settlement, settle
 from engine.settlement import settlement_increments
-from engine.state import AccountState, DealJournal, Output
+from engine.state import AccountState, DealJournal, Output, Standing
 
 __all__ = ["FillProcessor"]
 
@@ -48,8 +48,15 @@ class _Pending:
 
 
 class FillProcessor:
-    def __init__(self, store: RedisStore, metrics: Metrics, topics: Topics) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        metrics: Metrics,
+        topics: Topics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
+        self.clock = clock  # when a fill is parked (epoch seconds): park_hours count from it
         self.metrics = metrics
         self.topics = topics
         self._accounts: dict[int, tuple[int, AccountState]] = {}
@@ -159,6 +166,10 @@ class FillProcessor:
         for (item, p), (status, payload) in zip(items, replies, strict=True):
             if status == "ok" and item.login not in broken:
                 self._accounts[item.login] = (int(payload), item.account)
+            elif status == "parked":
+                p.output, p.encoded = Output(), {}  # its account untouched: the cache holds
+                if payload == "again":
+                    p.settlement = _unchanged(p.settlement, "duplicate", p.output)
             elif status in ("dup", "stale"):
                 # dup: publish exactly what was emitted then (same ids as our recomputation,
                 # not necessarily the same amounts, or the same engine version); stale: nothing.
@@ -216,15 +227,26 @@ class FillProcessor:
                 output_json=encode_output(s.output, p.encoded),
                 rewards=s.reward_deltas,
                 settlements=settlement_increments(s.credits),
+                park=self._park(p, s, standing),
             )
             items.append((item, p))
-            accounts[fill.login] = (version + 1, s.account)
+            if item.park is None:
+                accounts[fill.login] = (version + 1, s.account)
             # The local view keeps only what stands: neither processed revisions nor seq. Only
             # the script holds every processed revision, so it alone tells a duplicate (which
             # publishes its stored output) from a stale seq, also for a revision repeated in
             # this batch: its first copy may turn out a duplicate or stale itself.
             deals[deal_key] = DealJournal({}, s.standing)
         return items
+
+    def _park(self, p: _Pending, s: Settlement, standing: Standing | None) -> Park | None:
+        """Park a fill whose login is not attributed yet (SPEC 4.2 r2): settled when its account
+        arrives. One that takes back what stands for its deal is settled now (the deal's login
+        was attributed once), as is any fill under the rules' own reasons (demo, ...)."""
+        if s.reasons != ("unattributed",) or s.credits or standing is not None:
+            return None
+        close_s = p.fill.close_time.timestamp()
+        return Park((p.record.value or b"").decode(), close_s, self.clock())
 
     def _dead_letter(self, record: Record, reason: str, message: str) -> Outgoing:
         return dead_letter(record, self.topics.dead_letters, reason, message)

@@ -12,12 +12,18 @@
 --   o  output JSON (credits + events) stored under rev:<r>, returned again on re-delivery
 --   w  [[reward key, cents], ...]
 --   s  [[settle key, ib, cents, count delta, hour, hour epoch], ...] (IB commission credits)
+--   p  present for a fill whose login is not attributed yet (SPEC 4.2 r2): it is parked
+--      instead, {k: the login's park ZSET, a: the global one, q: the park counter, l: login,
+--      m: the fill as received, c: close_time, t: now (epoch seconds as strings)}; its journal
+--      entry rev:<r> says "parked", so a redelivery parks nothing twice, and the settlement
+--      of it once its account has arrived (an item without p) is not taken for a duplicate.
 -- Every revision the worker settles comes here, earning or not (SPEC 7 [r2]): a redelivery
 -- must find itself under rev:<r>, never be settled again against a later revision's standing.
 -- Returns {rules_version, status_1, payload_1, status_2, payload_2, ...} with status
 --   "ok" (payload: new account version), "dup" (payload: the stored output), "stale" (a seq
---   not above the deal's: nothing applied) or "conflict" (state moved under us: the worker
---   reloads and recomputes that item).
+--   not above the deal's: nothing applied), "parked" (now or before) or "conflict" (state
+--   moved under us: the worker reloads and recomputes that item); "parked" has payload "again"
+--   when it was parked before (a duplicate).
 --
 -- Keys are computed from ARGV, so this script is for a single Redis (not Redis Cluster).
 local version = redis.call('GET', KEYS[1]) or '0'
@@ -27,6 +33,13 @@ end
 local function above(a, b)
   return #a > #b or (#a == #b and a > b)
 end
+local PARKED = 'parked'
+local function park(it)
+  local member = string.format('%012d', redis.call('INCR', it.p.q)) .. '|' .. it.p.m
+  redis.call('ZADD', it.p.k, it.p.c, member)
+  redis.call('ZADD', it.p.a, it.p.t, it.p.l .. '|' .. member)
+  redis.call('HSET', it.d, 'rev:' .. it.r, PARKED)
+end
 local out = {version}
 -- Once an account or deal was not applied as the worker assumed, its later items in this
 -- batch were computed on a false premise: they must not apply even if a version matches.
@@ -34,9 +47,18 @@ local broken = {}
 for i = 2, #ARGV do
   local it = cjson.decode(ARGV[i])
   local stored = redis.call('HGET', it.d, 'rev:' .. it.r)
+  if stored == PARKED and not it.p then
+    stored = false  -- parked, and attributed now: settled (unparked once its credits are out)
+  end
   local current = it.q ~= '' and redis.call('HGET', it.d, 'seq')
   local stale = current and not stored and not above(it.q, current)
-  if stored or stale then
+  if it.p and (not stored or stored == PARKED) then
+    out[#out + 1] = PARKED
+    out[#out + 1] = stored and 'again' or ''  -- again: a redelivery, parked before
+    if not stored then
+      park(it)
+    end
+  elseif stored or stale then
     broken[it.a] = true
     broken[it.d] = true
     out[#out + 1] = stored and 'dup' or 'stale'

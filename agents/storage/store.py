@@ -38,6 +38,8 @@ __all__ = [
     "UNAVAILABLE",
     "ApplyItem",
     "EventStatus",
+    "Park",
+    "ParkedFill",
     "RedisStore",
     "StaleRules",
     "WalletStatus",
@@ -54,6 +56,7 @@ _APPLY = _script("apply.lua")
 _WALLET = _script("wallet.lua")
 _SETTLE = _script("settle.lua")
 _CRM = _script("crm.lua")
+_UNPARK = _script("unpark.lua")
 
 WalletStatus = Literal["ok", "dup", "conflict", "stale_rules"]
 EventStatus = Literal["ok", "dup", "stale_rules"]
@@ -82,6 +85,28 @@ class StaleRules(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Park:
+    """A fill to park instead of settling (its login is not attributed yet: SPEC 4.2 r2)."""
+
+    fill_json: str  # as received: settled or dead-lettered as it is later
+    close_s: float
+    parked_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedFill:
+    """A fill waiting in the park: its login, its members in the two ZSETs, its JSON."""
+
+    login: int
+    member: str  # in the login's ZSET: 12-digit park number, "|", the fill as received
+    parked_s: float | None = None
+
+    @property
+    def value(self) -> bytes:
+        return self.member.split("|", 1)[1].encode()
+
+
+@dataclass(frozen=True, slots=True)
 class ApplyItem:
     """One fill revision's state change, as the Lua script takes it."""
 
@@ -98,10 +123,23 @@ class ApplyItem:
     output_json: str
     rewards: tuple[tuple[str, Decimal], ...]  # (client, amount)
     settlements: tuple[HourIncrement, ...]
+    park: Park | None = None
 
     def to_arg(self) -> bytes:
+        parking: dict[str, Any] = {}
+        if self.park is not None:
+            parking["p"] = {
+                "k": keys.PARKED.format(login=self.login),
+                "a": keys.PARKED_ALL,
+                "q": keys.PARKED_SEQ,
+                "l": str(self.login),
+                "m": self.park.fill_json,
+                "c": repr(self.park.close_s),
+                "t": repr(self.park.parked_s),
+            }
         return orjson.dumps(
             {
+                **parking,
                 "a": keys.ACCOUNT.format(login=self.login),
                 "av": self.expected_version,
                 "as": encode_account(self.account),
@@ -138,6 +176,7 @@ class RedisStore:
         self._wallet = redis.register_script(_WALLET)
         self._settle = redis.register_script(_SETTLE)
         self._crm = redis.register_script(_CRM)
+        self._unpark = redis.register_script(_UNPARK)
         # The fills and wallet-command agents share this store: one refresh at a time, or
         # both could fold the same new log entries and skip the ones after them.
         self._rules_lock = asyncio.Lock()
@@ -353,6 +392,59 @@ class RedisStore:
         """Take published settlement records out of the outbox for good."""
         if records:
             await self.redis.zrem(keys.SETTLE_OUTBOX, *records)
+
+    # -- parked fills (agents/storage/apply.lua parks them, unpark.lua releases them) ---------
+
+    async def parked_summary(self) -> tuple[int, float | None]:
+        """How many fills are parked, and when the oldest was parked (epoch seconds)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.PARKED_ALL)
+            pipe.zrange(keys.PARKED_ALL, 0, 0, withscores=True)
+            count, oldest = await pipe.execute()
+        return int(count), (float(oldest[0][1]) if oldest else None)
+
+    async def parked_since(self, cutoff_s: float, limit: int) -> list[ParkedFill]:
+        """The fills parked at or before `cutoff_s`, oldest first."""
+        rows = await self.redis.zrangebyscore(
+            keys.PARKED_ALL, "-inf", cutoff_s, start=0, num=limit, withscores=True
+        )
+        parked = []
+        for raw, score in rows:  # type: ignore[str-unpack]  # withscores: (member, score) pairs
+            login, _, member = _text(raw).partition("|")
+            parked.append(ParkedFill(int(login), member, float(score)))
+        return parked
+
+    async def parked_logins(self) -> list[int]:
+        """The logins with parked fills."""
+        members = await self.redis.zrange(keys.PARKED_ALL, 0, -1)
+        return sorted({int(_text(m).split("|", 1)[0]) for m in members})
+
+    async def parked_of(self, login: int) -> list[ParkedFill]:
+        """A login's parked fills in close-time order (ties: in the order they were parked)."""
+        members = await self.redis.zrange(keys.PARKED.format(login=login), 0, -1)
+        return [ParkedFill(login, _text(m)) for m in members]
+
+    async def unpark(self, fills: Sequence[tuple[ParkedFill, str, int, str]], *, dead: bool) -> int:
+        """Take (parked fill, server, deal, revision) out of the park once published; returns
+        how many left (a fill parked again meanwhile stays, unless `dead`)."""
+        if not fills:
+            return 0
+        entries = [
+            orjson.dumps(
+                {
+                    "k": keys.PARKED.format(login=p.login),
+                    "m": p.member,
+                    "l": f"{p.login}|{p.member}",
+                    "d": keys.DEAL.format(server=server, deal=deal),
+                    "r": revision,
+                }
+            )
+            for p, server, deal, revision in fills
+        ]
+        removed = await self._unpark(
+            keys=[keys.PARKED_ALL], args=["dead" if dead else "settled", *entries]
+        )
+        return int(removed)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
