@@ -290,9 +290,10 @@ async def read_topic(
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        for tp in partitions:
+        count = partitions(settings).get(topic, settings.topic_partitions)
+        assigned = [TopicPartition(topic, p) for p in range(count)]
+        consumer.assign(assigned)
+        for tp in assigned:
             consumer.seek(tp, 0)
         deadline = time.monotonic() + timeout_s
         last = time.monotonic()
