@@ -73,12 +73,15 @@ class ParkRelease:
             await self.store.unpark([(p, *_deal(p)) for p in due], dead=True)
             self.metrics.parked_released.labels("dead_lettered").inc(len(due))
             self.metrics.dead_letters.labels("unattributed").inc(len(due))
+        logins = await self.store.parked_logins()
+        if not logins:
+            return  # nothing waits: no need to look at the rules
         await self.store.refresh_rules()
         version = self.store.rules_version
         if version == self._looked_at_version:
             return
         ready: list[tuple[ParkedFill, Fill]] = []
-        for login in await self.store.parked_logins():
+        for login in logins:
             for parked in await self.store.parked_of(login):
                 fill = _fill(parked)  # None: not with this engine version; dead-lettered in time
                 if fill is not None and self._attributed(fill):
