@@ -128,3 +128,39 @@ async def test_accounts_arriving_after_their_fills_give_the_offline_replays_cred
     scrape = deployment.metrics(worker)
     assert scrape.value("rebate_parked_fills_released_total", outcome="settled") == 3
     assert scrape.total("rebate_crm_events_total", outcome="applied") == 5
+
+
+async def test_a_fill_whose_account_never_came_is_dead_lettered_then_credited_once(
+    deployment: Deployment,
+) -> None:
+    # park_hours 0.001 = 3.6 s. The fill of 900088 (C-88 not registered yet) waits, goes to
+    # fills.v1.dlq as `unattributed`; once the account exists, the dead letter re-published
+    # as it is earns its credits once (deal 2 above: C-88 3.00, IB-1 12.00, IB-M 1.50).
+    await deployment.load_seed(parse_seed(BASE_SEED, "base.yaml"))
+    worker = deployment.start_worker(park_check_s=0.2, park_hours=0.001)
+    s = deployment.settings
+    await _publish(deployment, s.topic_fills, [(fill_key(FILLS[1]), FILLS[1])])
+    [dead] = await read_topic(s, s.topic_fills_dlq, at_least=1, quiet_s=0.5)
+    assert {k: v.decode() for k, v in dead.headers}["error"] == "unattributed"
+    assert dead.value == FILLS[1]
+    await wait_for(
+        lambda: deployment.metrics(worker).value("rebate_parked_fills") == 0, 30, "park empty"
+    )
+
+    await _publish(deployment, s.topic_crm_events, [(b"C-88", e) for e in EVENTS[1:3]])
+    await wait_for(
+        lambda: deployment.metrics(worker).total("rebate_crm_events_total", outcome="applied") == 2,
+        30,
+        "the account applied",
+    )
+    await _publish(deployment, s.topic_fills, [(fill_key(dead.value), dead.value)] * 2)
+    credits = [r.value for r in await read_topic(s, s.topic_credits, at_least=3, quiet_s=2.0)]
+    # Published twice, journaled once: the second copy republishes the same three credits.
+    once = {orjson.loads(c)["credit_id"]: c for c in credits}
+    assert len(once) == 3
+    assert all(c == once[orjson.loads(c)["credit_id"]] for c in credits)
+    assert {k: v for k, v in totals(once.values()).items() if not k.startswith("kind ")} == {
+        "ib IB-1 USD": Decimal("12.00"),
+        "ib IB-M USD": Decimal("1.50"),
+        "client C-88 USD": Decimal("3.00"),
+    }
