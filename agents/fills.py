@@ -241,12 +241,23 @@ class FillProcessor:
 
     def _park(self, p: _Pending, s: Settlement, standing: Standing | None) -> Park | None:
         """Park a fill whose login is not attributed yet (SPEC 4.2 r2): settled when its account
-        arrives. One that takes back what stands for its deal is settled now (the deal's login
-        was attributed once), as is any fill under the rules' own reasons (demo, ...)."""
-        if s.reasons != ("unattributed",) or s.credits or standing is not None:
+        arrives. An update or a delete of such a login's deal waits too (even one that earns
+        nothing), so that it follows the parked add it revises. One that takes back what
+        stands for its deal is settled now (the deal's login was attributed once), as is any
+        fill under the rules' own reasons (demo, ...)."""
+        if s.credits or standing is not None:
+            return None
+        revises = p.fill.event != "add" and self._unattributed(p.fill)
+        if s.reasons != ("unattributed",) and not revises:
             return None
         close_s = p.fill.close_time.timestamp()
         return Park((p.record.value or b"").decode(), close_s, self.clock())
+
+    def _unattributed(self, fill: Fill) -> bool:
+        try:
+            return self.store.book.resolve(fill.login, fill.close_time) is None
+        except ConfigError:
+            return False  # settled now: a configuration error is dead-lettered with its reason
 
     def _dead_letter(self, record: Record, reason: str, message: str) -> Outgoing:
         return dead_letter(record, self.topics.dead_letters, reason, message)

@@ -205,3 +205,22 @@ async def test_a_release_killed_before_unparking_publishes_the_same_credits_and_
     assert {k: await redis.hgetall(k) async for k in redis.scan_iter("rebate:settle:2*")} == (
         settle_sums
     )
+
+
+async def test_a_parked_add_and_its_delete_settle_in_order_as_the_offline_replay(
+    redis: Redis,
+) -> None:
+    # The bridge deletes deal 61 before the back office sends its account: the delete waits
+    # behind the add (same close_time, parked after it), so the add is credited and then taken
+    # back, as the offline replay does: net 0 for everyone.
+    b = await bench(redis)
+    delete = fill_line(deal=61, position=61, login=900060, volume=lots(1), event="delete",
+                       open_time="2024-03-03T10:50:00Z", close_time="2024-03-03T11:00:00Z")  # fmt: skip
+    await b.fills(FILLS[1], delete)
+    assert await b.parked() == 2
+    await b.events(OPENED)
+    await b.release.release(b.publish, PARKED_AT + 60)
+    assert b.credits() == offline([REGISTERED, OPENED], [FILLS[1], delete])
+    kinds = [(kind, amount) for _, kind, _, amount in amounts(b.credits())]
+    assert len(kinds) == 6 and [k for k, _ in kinds[3:]] == ["reversal"] * 3
+    assert sum(Decimal(a) for _, a in kinds) == 0
