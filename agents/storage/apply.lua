@@ -14,6 +14,7 @@
 --   s  [[settle key, ib, cents, count delta, hour, hour epoch], ...] (IB commission credits)
 --   p  present for a fill whose login is not attributed yet (SPEC 4.2 r2): it is parked
 --      instead, {k: the login's park ZSET, a: the global one, q: the park counter, l: login,
+--      s: the SET of logins with parked fills,
 --      m: the fill as received, c: close_time, t: now (epoch seconds as strings)}; its journal
 --      entry rev:<r> says "parked", so a redelivery parks nothing twice, and the settlement
 --      of it once its account has arrived (an item without p) is not taken for a duplicate.
@@ -38,6 +39,7 @@ local function park(it)
   local member = string.format('%012d', redis.call('INCR', it.p.q)) .. '|' .. it.p.m
   redis.call('ZADD', it.p.k, it.p.c, member)
   redis.call('ZADD', it.p.a, it.p.t, it.p.l .. '|' .. member)
+  redis.call('SADD', it.p.s, it.p.l)
   redis.call('HSET', it.d, 'rev:' .. it.r, PARKED)
 end
 local out = {version}

@@ -8,6 +8,7 @@ __all__ = [
     "DEAL",
     "PARKED",
     "PARKED_ALL",
+    "PARKED_LOGINS",
     "PARKED_SEQ",
     "PREFIX",
     "REQUEST",
@@ -52,5 +53,7 @@ PARKED = "rebate:parked:{login}"
 seconds); member: a 12-digit park sequence number, `|`, then the fill's JSON as received."""
 PARKED_ALL = "rebate:parked"
 """ZSET `<login>|<PARKED member>` -> when it was parked (epoch seconds): the park_hours timer."""
+PARKED_LOGINS = "rebate:parked:logins"
+"""SET of the logins with parked fills: what to look at when the rules move."""
 PARKED_SEQ = "rebate:parked:seq"
 """Counter numbering parked fills: fills with the same close_time are settled in arrival order."""

@@ -133,6 +133,7 @@ class ApplyItem:
                 "a": keys.PARKED_ALL,
                 "q": keys.PARKED_SEQ,
                 "l": str(self.login),
+                "s": keys.PARKED_LOGINS,
                 "m": self.park.fill_json,
                 "c": repr(self.park.close_s),
                 "t": repr(self.park.parked_s),
@@ -416,8 +417,7 @@ class RedisStore:
 
     async def parked_logins(self) -> list[int]:
         """The logins with parked fills."""
-        members = await self.redis.zrange(keys.PARKED_ALL, 0, -1)
-        return sorted({int(_text(m).split("|", 1)[0]) for m in members})
+        return sorted(int(_text(m)) for m in await self.redis.smembers(keys.PARKED_LOGINS))
 
     async def parked_of(self, login: int) -> list[ParkedFill]:
         """A login's parked fills in close-time order (ties: in the order they were parked)."""
@@ -437,12 +437,14 @@ class RedisStore:
                     "l": f"{p.login}|{p.member}",
                     "d": keys.DEAL.format(server=server, deal=deal),
                     "r": revision,
+                    "n": str(p.login),
                 }
             )
             for p, server, deal, revision in fills
         ]
         removed = await self._unpark(
-            keys=[keys.PARKED_ALL], args=["dead" if dead else "settled", *entries]
+            keys=[keys.PARKED_ALL, keys.PARKED_LOGINS],
+            args=["dead" if dead else "settled", *entries],
         )
         return int(removed)
 

@@ -129,6 +129,7 @@ async def test_a_fill_parked_then_settled_when_its_account_arrives_equals_the_of
     assert b.credits() == offline([REGISTERED, OPENED], [FILLS[1], FILLS[0]])
     assert await b.parked() == 0
     assert await redis.zcard(keys.PARKED.format(login=900060)) == 0
+    assert await redis.scard(keys.PARKED_LOGINS) == 0
 
     # Redelivered once more after all this: the journal answers, nothing is paid twice.
     again = await b.fills(*FILLS)
@@ -149,6 +150,7 @@ async def test_a_fill_closed_before_its_account_took_effect_stays_parked(redis: 
     await b.release.release(b.publish, PARKED_AT + 60)
     assert {deal for deal, *_ in amounts(b.credits())} == {61}
     assert await b.parked() == 1
+    assert await redis.smembers(keys.PARKED_LOGINS) == {b"900060"}
 
 
 async def test_parked_past_park_hours_is_dead_lettered_then_credited_once_when_re_published(
