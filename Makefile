@@ -29,6 +29,9 @@ lint: $(STAMP) ## ruff and mypy --strict
 test: $(STAMP) tools lint ## set up, lint, then run the whole test suite
 	$(BIN)/pytest -q
 
+test-kafka: $(STAMP) ## the integration tier on Apache Kafka only (resolved by Maven on first use)
+	REBATE_TEST_BROKER=kafka $(BIN)/pytest -q tests/integration
+
 demo: $(STAMP) ## replay the sample fills through the real Faust worker on the embedded broker and Redis
 	$(BIN)/rebate-engine demo
 
@@ -45,4 +48,4 @@ fmt: $(STAMP) ## format the code
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
-.PHONY: help install tools lint test demo bench docs fmt clean
+.PHONY: help install tools lint test test-kafka demo bench docs fmt clean

@@ -29,7 +29,7 @@ from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
 from agents.parked import ParkRelease
 from agents.settings import Settings
-from agents.settlement import HourlySettlement
+from agents.settlement import PeriodSettlement
 from agents.storage.store import UNAVAILABLE, RedisStore, connect
 from agents.topics import output_topics
 from agents.transport import configure_app, faust_app_kwargs
@@ -241,10 +241,14 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
         state = await engine.readiness()
         return web.json(state, status=200 if state["ready"] else 503)
 
-    # -- wallet commands and hourly IB settlement (SPEC 6) -----------------------------------
+    # -- wallet commands and IB settlement per payout period (SPEC 6) -----------------------
     wallet_commands = WalletCommandHandler(store, metrics, settings.topic_wallet_events)
-    settlement = HourlySettlement(
-        store, metrics, settings.topic_settlements, settings.settlement_grace_s
+    settlement = PeriodSettlement(
+        store,
+        metrics,
+        settings.topic_settlements,
+        settings.settlement_grace_s,
+        credits_topic=settings.topic_credits,
     )
 
     @app.agent(engine.topics["wallet_commands"], name="wallet-commands")
@@ -305,6 +309,6 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
             await engine.publish(out)
             await settlement.confirm(out)  # unconfirmed events are published again later
         except UNAVAILABLE as exc:
-            log.warning("hourly settlement: trying again next tick: %s", exc)
+            log.warning("IB settlement: trying again next tick: %s", exc)
 
     return engine

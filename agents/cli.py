@@ -1,6 +1,6 @@
 """`rebate-engine`: the command line.
 
-The production commands (worker, seed, topics, admin, statement, reconcile) live here. The
+The production commands (worker, seed, topics, admin, statement, reconcile, explain) live here. The
 tool commands (replay, simulate, bench, demo) live in the `harness` package and plug in through
 the entry point group `rebate_engine.commands`: only the command asked for is loaded (all of
 them for `--help`), so the worker never imports the tools, and an image without them simply does not
@@ -21,7 +21,7 @@ from typing import Any
 
 import faust
 
-from agents import admin, statement
+from agents import admin, explain, statement
 from agents.app import build_app
 from agents.logs import configure_logging
 from agents.settings import Settings
@@ -84,6 +84,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
     admin.register(sub)
     statement.register(sub)
+    explain.register(sub)
 
     for entry in _tool_commands(command):
         try:
@@ -94,7 +95,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-_BUILT_IN = frozenset({"worker", "seed", "topics", "admin", "statement", "reconcile"})
+_BUILT_IN = frozenset({"worker", "seed", "topics", "admin", "statement", "reconcile", "explain"})
 
 
 def seed_or_none(path: Path) -> Seed | None:

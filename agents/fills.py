@@ -20,12 +20,19 @@ import orjson
 
 from agents.messages import BatchResult, Outgoing, Record, Topics, dead_letter
 from agents.metrics import Metrics
-from agents.storage.codec import credit_json, decode_output, encode_output, encode_standing
+from agents.storage.codec import (
+    credit_json,
+    decode_output,
+    encode_journal_entry,
+    encode_output,
+    encode_standing,
+)
 from agents.storage.store import ApplyItem, Park, RedisStore, StaleRules
+from engine.credits import Credit
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
 from engine.settle import Outcome, Reason, Settlement, settle
-from engine.settlement import settlement_increments
+from engine.settlement import SlotMemo, payout_increments
 from engine.state import AccountState, DealJournal, Output, Standing
 
 __all__ = ["FillProcessor"]
@@ -199,6 +206,7 @@ class FillProcessor:
         # each other's results, exactly as they will be applied in order by the script.
         accounts = dict(self._accounts)
         deals = dict(loaded)
+        slots: SlotMemo = {}  # this round's book: a rules change redoes the round
         for p in todo:
             fill = p.fill
             deal_key = (fill.server, fill.deal)
@@ -213,6 +221,7 @@ class FillProcessor:
                 continue
             p.settlement, p.output = s, s.output
             p.encoded = {c.credit_id: credit_json(c) for c in s.credits}
+            payouts = payout_increments(s.credits, _reversed(s, standing), self.store.book, slots)
             item = ApplyItem(
                 login=fill.login,
                 expected_version=version,
@@ -226,7 +235,16 @@ class FillProcessor:
                 standing_json=encode_standing(s.standing, p.encoded) if s.standing else "",
                 output_json=encode_output(s.output, p.encoded),
                 rewards=s.reward_deltas,
-                settlements=settlement_increments(s.credits),
+                settlements=payouts.settlements,
+                lots=payouts.lots,
+                journal_entry=encode_journal_entry(
+                    p.record.value or b"",
+                    fill.revision,
+                    s.outcome,
+                    s.reasons,
+                    s.standing.effects.bonus_lots if s.standing else (),
+                ),
+                close_epoch=int(fill.close_time.timestamp()),
                 park=self._park(p, s, standing),
             )
             items.append((item, p))
@@ -272,6 +290,13 @@ class FillProcessor:
         self.metrics.redis_seconds.labels(op).observe(time.perf_counter() - start)
         self.metrics.redis_up.set(1)
         return value
+
+
+def _reversed(s: Settlement, standing: Standing | None) -> tuple[Credit, ...]:
+    """The credits a revision takes back: all that stood for its deal, if it reverses any."""
+    if standing is None or not any(c.kind == "reversal" for c in s.credits):
+        return ()
+    return standing.credits
 
 
 def _unchanged(s: Settlement | None, outcome: Outcome, output: Output) -> Settlement | None:

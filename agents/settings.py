@@ -83,7 +83,7 @@ class Settings(  # type: ignore[misc, unused-ignore]
         description="Output topic of wallet events (accepted/rejected, ...).",
     )
     topic_settlements: str = Field(
-        default="settlements", description="Output topic of hourly IB settlement events."
+        default="settlements", description="Output topic of IB settlement events."
     )
     topic_crm_events: str = Field(
         default="crm-events.v1",
@@ -202,13 +202,13 @@ class Settings(  # type: ignore[misc, unused-ignore]
     settlement_grace_s: float = Field(
         default=60.0,
         ge=0,
-        description="Seconds after a clock hour ends before its IB settlement is emitted; "
-        "later credits go into an adjustment.",
+        description="Seconds after an IB payout period ends and its hold is over before its "
+        "settlement (and tier bonus) is emitted; later credits go into an adjustment.",
     )
     settlement_interval_s: float = Field(
         default=5.0,
         gt=0,
-        description="Seconds between checks for closed hours to settle (hourly IB settlement).",
+        description="Seconds between checks for IB payout periods to settle.",
     )
 
     correction_window_hours: int = Field(

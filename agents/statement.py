@@ -2,28 +2,49 @@
 
 The page has inline CSS and an inline SVG chart, no script and nothing fetched, so a partner
 opens it offline in any browser. The numbers come from engine/statement.py; this module only
-lays them out. The commands read credits (and settlement events) from JSON-lines files; reading
-them from the credits topic is still to come.
+lays them out. The commands read credits (and settlement events) from JSON-lines files or, with
+`--from-kafka`, from the credits and settlements topics (from offset 0 until quiet; a record
+published twice after a worker crash counts once, by its id). `reconcile --redis` also compares
+each IB's credits with the sums the worker journaled in Redis, from which it settles.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import io
 import sys
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from html import escape
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from agents.settings import Settings
+from agents.storage.store import RedisStore, connect
+from agents.topics import read_topic
 from engine.money import ZERO, fmt
 from engine.payouts import Period, parse_period
-from engine.statement import Group, Statement, StatementLine, reconcile, statement
+from engine.settlement import parse_slot
+from engine.statement import (
+    Group,
+    Reconciliation,
+    Statement,
+    StatementLine,
+    reconcile,
+    statement,
+)
 
-__all__ = ["register", "render_csv", "render_html", "write_statement"]
+__all__ = [
+    "journal_reconciliation",
+    "register",
+    "render_csv",
+    "render_html",
+    "write_statement",
+]
 
 _PERIOD_HELP = "payout period: 2024-03-04T10 (hour), 2024-03-04, 2024-W10 (ISO week) or 2024-03"
 _LINE_FIELDS = (
@@ -39,23 +60,78 @@ def register(sub: Any) -> None:
     cmd = sub.add_parser("statement", help="what a partner IB is paid for a payout period")
     cmd.add_argument("--ib", required=True)
     cmd.add_argument("--period", required=True, help=_PERIOD_HELP)
-    cmd.add_argument("--credits", required=True, type=Path, help="credit.v1 JSON lines")
-    cmd.add_argument("--settlements", type=Path, help="settlement.v1 JSON lines to reconcile with")
+    _sources(cmd, settlements_required=False)
     cmd.add_argument("--out", required=True, type=Path, help="directory for the CSV and HTML")
     cmd.set_defaults(handler=_statement_command)
     rec = sub.add_parser("reconcile", help="credits against settlement events, per IB, to the cent")
     rec.add_argument("--period", required=True, help=_PERIOD_HELP)
-    rec.add_argument("--credits", required=True, type=Path)
-    rec.add_argument("--settlements", required=True, type=Path)
+    _sources(rec, settlements_required=True)
+    rec.add_argument(
+        "--redis",
+        action="store_true",
+        help="also compare with the settlement sums the worker journaled in Redis (REDIS_URL)",
+    )
     rec.set_defaults(handler=_reconcile_command)
+
+
+def _sources(cmd: Any, *, settlements_required: bool) -> None:
+    source = cmd.add_mutually_exclusive_group(required=True)
+    source.add_argument("--credits", type=Path, help="credit.v1 JSON lines")
+    source.add_argument(
+        "--from-kafka",
+        action="store_true",
+        help="read the credits and settlements topics from offset 0 until quiet "
+        "(KAFKA_BOOTSTRAP_SERVERS and the topic settings)",
+    )
+    need = "required with --credits" if settlements_required else "to reconcile with"
+    cmd.add_argument("--settlements", type=Path, help=f"settlement.v1 JSON lines ({need})")
+    cmd.add_argument(
+        "--quiet-s", type=float, default=2.0, help="--from-kafka: stop after this long quiet"
+    )
+
+
+def _read(
+    args: argparse.Namespace, *, settlements_required: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None] | None:
+    """(credits, settlement events or None) from the files or the topics; None: bad usage."""
+    if not args.from_kafka:
+        if settlements_required and args.settlements is None:
+            print("error: --settlements is required with --credits", file=sys.stderr)
+            return None
+        events = _read_jsonl(args.settlements) if args.settlements else None
+        return _read_jsonl(args.credits), events
+    if args.settlements is not None:
+        print("error: --from-kafka reads the settlements topic too", file=sys.stderr)
+        return None
+    settings = Settings()
+    if settings.kafka_bootstrap_servers is None:
+        print("error: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
+        return None
+    credits = _from_topic(settings, settings.topic_credits, "credit_id", args.quiet_s)
+    events = _from_topic(settings, settings.topic_settlements, "settlement_id", args.quiet_s)
+    return credits, events
+
+
+def _from_topic(
+    settings: Settings, topic: str, id_field: str, quiet_s: float
+) -> list[dict[str, Any]]:
+    """Every record of a topic, once per id (at-least-once publishing may repeat one)."""
+    records = asyncio.run(read_topic(settings, topic, quiet_s=quiet_s, timeout_s=3600))
+    seen: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.value:
+            value = orjson.loads(record.value)
+            seen.setdefault(value[id_field], value)
+    return list(seen.values())
 
 
 def _statement_command(args: argparse.Namespace) -> int:
     period = _period_or_none(args.period)
-    if period is None:
+    read = _read(args, settlements_required=False)
+    if period is None or read is None:
         return 2
-    events = _read_jsonl(args.settlements) if args.settlements else None
-    result = statement(_read_jsonl(args.credits), args.ib, period, events)
+    credits, events = read
+    result = statement(credits, args.ib, period, events)
     paths = write_statement(result, args.out)
     print(
         f"{result.ib} {period.id}: {len(result.lines)} credits, total {result.total:.2f} USD "
@@ -70,14 +146,65 @@ def _statement_command(args: argparse.Namespace) -> int:
 
 def _reconcile_command(args: argparse.Namespace) -> int:
     period = _period_or_none(args.period)
-    if period is None:
+    read = _read(args, settlements_required=True)
+    if period is None or read is None:
         return 2
-    results = reconcile(_read_jsonl(args.credits), _read_jsonl(args.settlements), period)
+    credits, events = read
+    results = reconcile(credits, events or (), period)
     for r in results:
         print(r.describe())
     bad = [r for r in results if not r.equal]
     print(f"{period.id}: {len(results) - len(bad)} IBs reconciled, {len(bad)} with differences")
+    if args.redis:
+        settings = Settings()
+        if settings.redis_url is None:
+            print("error: REDIS_URL is not set", file=sys.stderr)
+            return 2
+        journal = asyncio.run(_journal(settings))
+        lines, differ = journal_reconciliation(journal, results, period)
+        print("\n".join(lines))
+        if differ:
+            return 1
     return 1 if bad else 0
+
+
+async def _journal(settings: Settings) -> dict[str, dict[str, tuple[int, int]]]:
+    redis = connect(settings)
+    try:
+        return await RedisStore(redis).settlement_journal()
+    finally:
+        await redis.aclose()
+
+
+def journal_reconciliation(
+    journal: dict[str, dict[str, tuple[int, int]]],
+    results: Sequence[Reconciliation],
+    period: Period,
+) -> tuple[list[str], int]:
+    """Each IB's settled credits against the worker's journal sums of the payout slots that
+    start in `period` (as settlement events are placed); (lines to print, IBs that differ)."""
+    sums: dict[str, tuple[Decimal, int]] = {}
+    for slot, per_ib in journal.items():
+        if period.contains(parse_slot(slot)[0].start):
+            for ib, (amount_cents, count) in per_ib.items():
+                amount, n = sums.get(ib, (ZERO, 0))
+                sums[ib] = (amount + Decimal(amount_cents).scaleb(-2), n + count)
+    credits = {r.ib: (r.credits_amount, r.credits_count) for r in results}
+    lines, differ = [], 0
+    for ib in sorted(sums.keys() | credits.keys()):
+        j_amount, j_count = sums.get(ib, (ZERO, 0))
+        c_amount, c_count = credits.get(ib, (ZERO, 0))
+        if (j_amount, j_count) == (c_amount, c_count):
+            lines.append(f"{ib}: journal in Redis {j_amount:.2f} USD in {j_count} = credits")
+        else:
+            differ += 1
+            lines.append(
+                f"{ib}: JOURNAL DIFFERENCE {c_amount - j_amount:.2f} USD, {c_count - j_count} "
+                f"credits: credits {c_amount:.2f} USD in {c_count}, journal in Redis "
+                f"{j_amount:.2f} USD in {j_count}"
+            )
+    lines.append(f"{period.id}: journal in Redis: {len(lines) - differ} IBs agree, {differ} differ")
+    return lines, differ
 
 
 def _period_or_none(text: str) -> Period | None:

@@ -12,8 +12,10 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.structs import ConsumerRecord
 
 from agents.messages import Topics
 from agents.settings import Settings
@@ -26,6 +28,7 @@ __all__ = [
     "ensure_topics_sync",
     "output_topics",
     "partitions",
+    "read_topic",
     "run_sync",
 ]
 
@@ -156,3 +159,44 @@ def ensure_topics_sync(
             target, topics, replication_factor=replication_factor, timeout_s=timeout_s
         )
     )
+
+
+async def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    at_least: int = 0,
+    quiet_s: float = 1.0,
+    timeout_s: float = 60.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` from offset 0: at least `at_least`, then until quiet for `quiet_s`.
+
+    Never from end offsets (Tansu's ListOffsets can trail the log end); no consumer group, so
+    reading commits nothing (statements, reconciliation and the tests read this way).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        **settings.aiokafka_security_kwargs(),
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        count = partitions(settings).get(topic, settings.topic_partitions)
+        assigned = [TopicPartition(topic, p) for p in range(count)]
+        consumer.assign(assigned)
+        for tp in assigned:
+            consumer.seek(tp, 0)
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        while len(records) < at_least or time.monotonic() - last < quiet_s:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: {len(records)} records, {at_least} expected")
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            if batches:
+                last = time.monotonic()
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records

@@ -136,26 +136,26 @@ class Override:
 
 def upline_overrides(
     uplines: tuple[Upline, ...], l1_gross: Decimal, client: str | None = None
-) -> tuple[list[Override], list[Reason]]:
+) -> tuple[list[Override], list[tuple[Upline, Reason]]]:
     """Level k (k=2 is the direct IB's parent) earns its own plan's upline_override_pct[k-2].
 
     Paid by the broker on top of L1, so nothing is taken from the direct IB. An inactive
     upline is skipped, and so is an upline whose own client is `client` (the account's
     client: the upline trading under its sub-IB, r2) when its plan excludes self trades; the
-    walk goes on above either. Returns (overrides paid, reasons for those withheld).
+    walk goes on above either. Returns (overrides paid, (upline, reason) for those withheld).
     """
     overrides = []
-    withheld: list[Reason] = []
+    withheld: list[tuple[Upline, Reason]] = []
     for upline in uplines:
         pcts = upline.plan.upline_override_pct
         index = upline.level - 2
         if index >= len(pcts) or not pcts[index]:
             continue
         if upline.ib.status != "active":
-            withheld.append("ib_inactive")
+            withheld.append((upline, "ib_inactive"))
             continue
         if upline.plan.exclude_self_trades and client is not None and upline.ib.client == client:
-            withheld.append("self_trade_upline")
+            withheld.append((upline, "self_trade_upline"))
             continue
         amount = round_cents(pct_of(l1_gross, pcts[index]))
         if amount:

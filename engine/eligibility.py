@@ -7,7 +7,7 @@ from typing import Literal, get_args
 from engine.fill import Fill
 from engine.rules import Account, Ib, Plan
 
-__all__ = ["REASONS", "Reason", "withheld_reason"]
+__all__ = ["REASONS", "WITHHOLD_CHECKS", "Reason", "withheld_reason"]
 
 Reason = Literal[
     "min_hold",
@@ -23,6 +23,8 @@ Reason = Literal[
 ]
 """Why a fill earned less than its plan (SPEC 4.3 r2): a bounded set, fit for a metric label."""
 REASONS: tuple[Reason, ...] = get_args(Reason)
+WITHHOLD_CHECKS: tuple[Reason, ...] = ("ib_inactive", "min_hold", "min_points", "self_trade")
+"""The checks of `withheld_reason`, in the order it makes them: the first failing one wins."""
 
 
 def withheld_reason(fill: Fill, account: Account, ib: Ib, plan: Plan) -> Reason | None:

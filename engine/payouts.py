@@ -25,27 +25,34 @@ from typing import TYPE_CHECKING, Any
 from engine.money import ZERO, fmt, round_cents
 
 if TYPE_CHECKING:  # engine/rules.py imports Tier from here: no runtime import back
-    from engine.rules import RuleBook
+    from engine.rules import Ib, RuleBook
 
 __all__ = [
+    "EARNING_KINDS",
     "PERIODS",
     "SETTLED_KINDS",
     "PayoutTerms",
     "Payouts",
     "Period",
     "Report",
+    "Reported",
     "Tier",
     "credit_period_start",
     "direct_std_lots",
+    "fill_std_lots",
     "next_report",
     "parse_period",
     "parse_tiers",
     "payout_period",
     "payouts_due",
     "period_of",
+    "period_terms",
     "settlement_event",
     "settlement_id",
+    "settlement_key",
     "std_lots_of",
+    "tier_bonus",
+    "tier_bonus_after",
     "tier_bonus_credit",
     "tier_bonus_id",
     "tier_reached",
@@ -56,7 +63,7 @@ PERIODS = ("hourly", "daily", "weekly", "monthly")
 SETTLED_KINDS = frozenset({"ib_commission", "ib_override"})
 # The kinds that show a fill earned L1 commission for the direct IB: the IB's net may be zero
 # (a 100% rebate emits no ib_commission), the client's rebate then still names the IB.
-_EARNING_KINDS = frozenset({"ib_commission", "client_rebate"})
+EARNING_KINDS = frozenset({"ib_commission", "client_rebate"})
 
 _PERIOD_IDS = (
     ("hourly", re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})$")),
@@ -153,26 +160,38 @@ def _placing_time(credit: Mapping[str, Any]) -> str:
 
 
 def std_lots_of(credit: Mapping[str, Any]) -> Decimal:
-    """Standard-lot equivalents of a credit's fill.
+    """Standard-lot equivalents of a credit's fill (`fill_std_lots` of its basis and fill)."""
+    return fill_std_lots(credit["basis"], credit["fill"])
 
-    The basis carries `std_lots` once lot_scale is applied (SPEC 3 [r2]); until then the fill's
-    lots are the standard lots.
+
+def fill_std_lots(basis: Mapping[str, Any], fill: Mapping[str, Any]) -> Decimal:
+    """Standard-lot equivalents of a credit's fill: lots x lot_scale (SPEC 3 [r2]).
+
+    A credit's basis carries them among its inputs (`inputs.std_lots`, a cent account's lots
+    x 0.01); a credit without them (written before lot_scale) counts the fill's lots.
     """
-    text = credit["basis"].get("std_lots") or credit["fill"]["lots"]
+    inputs = basis.get("inputs") or {}
+    text = inputs.get("std_lots") or basis.get("std_lots") or fill["lots"]
     return Decimal(text)
 
 
 # -- settlement events and their adjustments -----------------------------------------------
 
 
-def settlement_id(ib: str, period: Period, sequence: int) -> str:
+def settlement_id(ib: str, period: Period | str, sequence: int) -> str:
     """Deterministic: sequence 0 is the IB-period's settlement, 1.. its adjustments.
 
     An hour is keyed by its start text (`2024-03-04T10:00:00Z`), as the hourly settlement
     always keyed it, so hourly settlement ids stay what they were; other periods by their id.
+    A string is taken as that key already (an hour's start text).
     """
-    key = _text(period.start) if period.kind == "hourly" else period.id
+    key = period if isinstance(period, str) else settlement_key(period)
     return "st_" + _digest(f"{ib}|{key}|{sequence}")
+
+
+def settlement_key(period: Period) -> str:
+    """What names a period in its settlement ids: an hour's start text, else the period id."""
+    return _text(period.start) if period.kind == "hourly" else period.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +207,15 @@ class Report:
     count: int
     total_amount: Decimal
     total_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """What one settlement event says: its sequence and the sum and count it reports."""
+
+    sequence: int
+    amount: Decimal
+    count: int
 
 
 def next_report(last: Report | None, amount: Decimal, count: int) -> Report | None:
@@ -208,12 +236,12 @@ def next_report(last: Report | None, amount: Decimal, count: int) -> Report | No
 
 
 def settlement_event(
-    ib: str, period: Period, report: Report, *, engine_version: str
+    ib: str, period: Period, report: Report | Reported, *, engine_version: str
 ) -> dict[str, Any]:
-    """The settlement.v1 event of a report.
+    """The settlement.v1 event of a report (the offline fold's or the live settlement's).
 
-    An hourly event is exactly what the hourly settlement always emitted (agents/settlement.py);
-    any other period adds its id and kind, and `hour` is the period's first hour.
+    An hourly event is exactly what the hourly settlement always emitted; any other period
+    adds its id and kind, and `hour` is the period's first hour.
     """
     event: dict[str, Any] = {
         "schema": "settlement.v1",
@@ -297,7 +325,7 @@ def direct_std_lots(credits: Iterable[Mapping[str, Any]], ib: str, period: Perio
     for c in credits:
         if c["kind"] == "reversal":
             reversed_ids.add(c["reverses"])
-        elif c["kind"] in _EARNING_KINDS and c["basis"].get("level") == 1 and _for_ib(c, ib):
+        elif c["kind"] in EARNING_KINDS and c["basis"].get("level") == 1 and _for_ib(c, ib):
             fill = c["fill"]
             key = f"{fill['server']}|{fill['deal']}|{fill['revision']}"
             credit_fill[c["credit_id"]] = key
@@ -312,6 +340,12 @@ def direct_std_lots(credits: Iterable[Mapping[str, Any]], ib: str, period: Perio
 def tier_bonus_id(ib: str, period_id: str, sequence: int) -> str:
     """Deterministic credit id of an IB-period's tier bonus (0) and its adjustments (1..)."""
     return "cr_" + _digest(f"tier_bonus|{ib}|{period_id}|{sequence}")
+
+
+def tier_bonus(tiers: Sequence[Tier], std_lots: Decimal) -> Decimal:
+    """The bonus a period's `std_lots` earn: the highest tier reached x the lots, to the cent."""
+    tier = tier_reached(tiers, std_lots)
+    return round_cents(tier.per_lot_bonus_usd * std_lots) if tier else ZERO
 
 
 def tier_bonus_credit(
@@ -333,13 +367,29 @@ def tier_bonus_credit(
         sequence 0 (the bonus) when nothing was paid yet, else a numbered adjustment whose
         amount is the difference to what was paid; None when nothing is due.
     """
-    tier = tier_reached(tiers, std_lots)
-    bonus = round_cents(tier.per_lot_bonus_usd * std_lots) if tier else ZERO
     paid_before = sum((Decimal(c["amount"]) for c in paid), ZERO)
+    return tier_bonus_after(
+        ib, period, tiers, std_lots, paid_before, len(paid), engine_version=engine_version
+    )
+
+
+def tier_bonus_after(
+    ib: str,
+    period: Period,
+    tiers: Sequence[Tier],
+    std_lots: Decimal,
+    paid_before: Decimal,
+    sequence: int,
+    *,
+    engine_version: str,
+) -> dict[str, Any] | None:
+    """`tier_bonus_credit` from what was paid before as a sum and a count of credits (the live
+    settlement keeps those two numbers, not the credits)."""
+    tier = tier_reached(tiers, std_lots)
+    bonus = tier_bonus(tiers, std_lots)
     amount = bonus - paid_before
     if not amount:
         return None
-    sequence = len(paid)
     lots_text = fmt(std_lots)
     if tier is None:
         formula = f"{lots_text} std lots below the first tier = 0.00"
@@ -417,9 +467,28 @@ def payout_period(book: RuleBook, ib: str, at: datetime) -> tuple[Period, Payout
     at_start = book.get("ib", ib, period.start)
     if at_start is not None and at_start.payout != current.payout:
         period = period_of(at_start.payout, at)
-    terms_ib = book.get("ib", ib, period.start) or current
-    plan = book.get("plan", terms_ib.plan, period.start) or book.get("plan", terms_ib.plan, at)
-    return period, PayoutTerms(period.kind, terms_ib.hold_hours, plan.tiers if plan else ())
+    return period, _terms(book, book.get("ib", ib, period.start) or current, period, at)
+
+
+def period_terms(book: RuleBook, ib: str, period: Period) -> PayoutTerms:
+    """The terms of `ib`'s `period` when only the period is known (the live settlement).
+
+    As `payout_period`: the IB at the period's start; an IB created inside the period takes
+    the terms in force at the period's last instant (`payout_period` those at the credit's
+    instant: the two differ only for an IB whose terms change again inside the period it was
+    created in).
+    """
+    last = period.end - timedelta(microseconds=1)
+    terms_ib = book.get("ib", ib, period.start) or book.get("ib", ib, last)
+    return _HOURLY if terms_ib is None else _terms(book, terms_ib, period, last)
+
+
+def _terms(book: RuleBook, terms_ib: Ib, period: Period, fallback: datetime) -> PayoutTerms:
+    """`terms_ib`'s hold and its plan's tiers as at the period's start (else at `fallback`)."""
+    plan = book.get("plan", terms_ib.plan, period.start) or book.get(
+        "plan", terms_ib.plan, fallback
+    )
+    return PayoutTerms(period.kind, terms_ib.hold_hours, plan.tiers if plan else ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +578,7 @@ def _payout_roles(credit: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
         counted = basis.get("reversed_kind", kind) if kind == "reversal" else kind
         if counted in SETTLED_KINDS:
             roles.append((beneficiary["id"], _placing_time(credit), True))
-    if kind in _EARNING_KINDS and basis.get("level") == 1:
+    if kind in EARNING_KINDS and basis.get("level") == 1:
         ib = _direct_ib(credit)
         if ib is not None:
             roles.append((ib, credit["fill"]["close_time"], False))

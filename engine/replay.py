@@ -16,10 +16,10 @@ from engine import __version__
 from engine.errors import BadFill, ConfigError
 from engine.fill import decode_fill
 from engine.ledger import Ledger
-from engine.settle import UNCHANGED_OUTCOMES
+from engine.settle import UNCHANGED_OUTCOMES, Settlement
 from engine.summary import Summary
 
-__all__ = ["Problem", "replay_lines"]
+__all__ = ["Problem", "outcome_record", "replay_lines"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +45,13 @@ def replay_lines(
     *,
     write_event: Callable[[bytes], object] | None = None,
     on_credit: Callable[[Mapping[str, Any]], object] | None = None,
+    on_line: Callable[[str, int, Settlement | Problem], object] | None = None,
     engine_version: str = __version__,
 ) -> ReplayResult:
     """Replay (source, line number, raw JSON) triples; `write` gets one credit.v1 line each.
 
-    `on_credit` also gets each credit.v1 dict written (for the payout fold after the replay).
+    `on_credit` also gets each credit.v1 dict written (for the payout fold after the replay);
+    `on_line` gets, for every non-blank line in order, its Settlement or its Problem.
     """
     result = ReplayResult()
     summary = result.summary
@@ -61,9 +63,14 @@ def replay_lines(
             settlement = ledger.process(fill)
         except (BadFill, ConfigError) as exc:
             summary.add_dead_letter(exc.reason)
-            result.problems.append(Problem(source, number, exc.reason, str(exc)))
+            problem = Problem(source, number, exc.reason, str(exc))
+            result.problems.append(problem)
+            if on_line is not None:
+                on_line(source, number, problem)
             continue
         summary.add_outcome(settlement.outcome, settlement.reasons)
+        if on_line is not None:
+            on_line(source, number, settlement)
         if settlement.outcome in UNCHANGED_OUTCOMES:
             continue  # a duplicate was written when it was first processed; stale emits nothing
         for credit in settlement.credits:
@@ -76,3 +83,34 @@ def replay_lines(
             for event in settlement.output.events:
                 write_event(orjson.dumps(event.to_dict()) + b"\n")
     return result
+
+
+def outcome_record(source: str, line: int, item: Settlement | Problem) -> dict[str, Any]:
+    """One `replay --outcomes` line for testers: what became of one input line.
+
+    A fill: its identity, outcome, reasons and the ids of the credits this line wrote to
+    `--out`, in order (none for a duplicate or a stale revision: they write nothing). A bad
+    line: outcome "dead_letter" with the dead-letter reason and message.
+    """
+    if isinstance(item, Problem):
+        return {
+            "source": source,
+            "line": line,
+            "outcome": "dead_letter",
+            "reason": item.reason,
+            "message": item.message,
+        }
+    fill = item.fill
+    written = item.outcome not in UNCHANGED_OUTCOMES
+    return {
+        "source": source,
+        "line": line,
+        "server": fill.server,
+        "deal": fill.deal,
+        "event": fill.event,
+        "revision": fill.revision,
+        "seq": fill.seq,
+        "outcome": item.outcome,
+        "reasons": list(item.reasons),
+        "credit_ids": [c.credit_id for c in item.credits] if written else [],
+    }

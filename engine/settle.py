@@ -45,6 +45,7 @@ __all__ = [
     "Outcome",
     "Reason",
     "Settlement",
+    "cost_inputs",
     "settle",
 ]
 
@@ -184,7 +185,7 @@ def _earn(
         if amount:
             body = basis()
             if not inputs:
-                inputs.update(_inputs(fill, costs))
+                inputs.update(cost_inputs(fill, costs))
             body["inputs"] = inputs  # one dict per fill, shared: serialized, never mutated
             btype, bid = beneficiary
             cid = credit_id(fill, kind, f"{btype}:{bid}", body["level"], None)
@@ -222,7 +223,7 @@ def _earn(
             overrides, upline_reasons = upline_overrides(
                 attr.uplines, parts.gross, attr.account.client
             )
-            reasons.extend(r for r in upline_reasons if r not in reasons)
+            reasons.extend(r for _, r in upline_reasons if r not in reasons)
             for o in overrides:
                 basis = partial(_override_basis, o, ib.id, g, rule_id)
                 credit("ib_override", ("ib", o.upline.ib.id), o.amount, "USD", basis)
@@ -260,7 +261,7 @@ def _earn(
     return credits, tuple(reasons), effects, account, events
 
 
-def _inputs(fill: Fill, costs: Costs) -> dict[str, Any]:
+def cost_inputs(fill: Fill, costs: Costs) -> dict[str, Any]:
     """What every base of a fill's credits is computed from (SPEC 5 r2), as the fill had it."""
     return {
         "currency": fill.currency,

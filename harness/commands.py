@@ -28,7 +28,7 @@ from engine import __version__
 from engine.crm import apply_event_lines
 from engine.ledger import Ledger
 from engine.payouts import payouts_due
-from engine.replay import replay_lines
+from engine.replay import outcome_record, replay_lines
 from engine.seed import Seed, load_seed
 from engine.summary import Summary
 from harness.embedded import services_for
@@ -61,6 +61,12 @@ def register_replay(subparsers: Any) -> None:
     )
     replay.add_argument("--out", required=True, type=Path, help="credit.v1 JSON lines to write")
     replay.add_argument("--events-out", type=Path, help="wallet events (bonus unlocks) to write")
+    replay.add_argument(
+        "--outcomes",
+        type=Path,
+        help="offline: one JSON line per input line (outcome, reasons, credit ids; every bad "
+        "line with its reason)",
+    )
     replay.add_argument(
         "--settlements",
         type=Path,
@@ -112,8 +118,11 @@ def _replay(args: argparse.Namespace) -> int:
         print("error: --crm-events is offline only (not with --via-kafka) yet", file=sys.stderr)
         return 2
     if args.via_kafka:
-        if args.settlements or args.payouts:
-            print("error: --settlements/--payouts are offline only for now", file=sys.stderr)
+        if args.settlements or args.payouts or args.outcomes:
+            print(
+                "error: --settlements/--payouts/--outcomes are offline only for now",
+                file=sys.stderr,
+            )
             return 2
         return _replay_via_kafka(args)
     return _replay_offline(args)
@@ -134,6 +143,7 @@ def _replay_offline(args: argparse.Namespace) -> int:
             _apply_crm_events(args.crm_events, ledger, console, stack)
         out = stack.enter_context(args.out.open("wb"))
         events = stack.enter_context(args.events_out.open("wb")) if args.events_out else None
+        outcomes = stack.enter_context(args.outcomes.open("wb")) if args.outcomes else None
         lines = _read_lines(args.fills, console, stack)
         credits: list[Mapping[str, Any]] = []
         wants_payouts = bool(args.settlements or args.payouts)
@@ -143,6 +153,11 @@ def _replay_offline(args: argparse.Namespace) -> int:
             out.write,
             write_event=events.write if events else None,
             on_credit=credits.append if wants_payouts else None,
+            on_line=(
+                (lambda *a: outcomes.write(orjson.dumps(outcome_record(*a)) + b"\n"))
+                if outcomes
+                else None
+            ),
         )
         if wants_payouts:
             due = payouts_due(credits, ledger.book, engine_version=__version__)

@@ -68,6 +68,8 @@ __all__ = [
     "EmbeddedRuntimeError",
     "ManagedProcess",
     "answers_ping",
+    "free_port",
+    "kafka_ready",
     "redis_server_binary",
     "services_for",
     "tansu_binary",
@@ -122,7 +124,7 @@ def redis_server_binary() -> Path:
 # --- processes --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
     # Racy by nature (the port is free now, not at exec time); callers retry on a bind failure.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_LOOPBACK, 0))
@@ -192,7 +194,7 @@ class ManagedProcess:
         attempts = 1 if port else 3  # a random port may be taken between probe and bind
         last_error = ""
         for _ in range(attempts):
-            self.port = port or _free_port()
+            self.port = port or free_port()
             self._spawn()
             ok, last_error = self._wait_ready()
             if ok:
@@ -304,7 +306,7 @@ async def _kafka_metadata(bootstrap: str) -> None:
         await client.close()
 
 
-def _kafka_ready(port: int) -> bool:
+def kafka_ready(port: int) -> bool:
     # A bare TCP probe first: aiokafka logs every refused connection, and those lines would
     # reach the console through logging's last-resort handler.
     try:
@@ -355,7 +357,7 @@ class EmbeddedRuntime:
                     "--storage-engine",
                     "memory://x/",
                 ],
-                _kafka_ready,
+                kafka_ready,
                 self.log_dir / "tansu.log",
                 **timeouts,
             )

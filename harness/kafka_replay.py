@@ -23,6 +23,7 @@ from engine.fill import decode_fill
 
 __all__ = ["Collected", "publish_and_collect"]
 
+_BROKER_OUTAGE_MS = 120_000
 _MAX_GAP_S = 2.0  # with --speed, a quiet night in the recording is not replayed as a quiet night
 
 
@@ -75,8 +76,23 @@ async def publish_and_collect(
     security = settings.aiokafka_security_kwargs()
     bootstrap = settings.kafka_bootstrap_servers
     outputs = (settings.topic_credits, settings.topic_fills_dlq, settings.topic_wallet_events)
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **security)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", **security)
+    # A broker restart can reset the reader's positions (aiokafka's default: to the end, which
+    # skips every credit still to come); from the start, the filters below drop what is not ours.
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **security,
+    )
+    # Unacknowledged batches are retried until this timeout: long enough to ride out a broker
+    # restart (Apache Kafka takes 10-30 s on a busy machine) instead of failing the replay.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=5,
+        acks="all",
+        request_timeout_ms=_BROKER_OUTAGE_MS,
+        **security,
+    )
     watcher = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=settings.consumer_group,
@@ -89,23 +105,31 @@ async def publish_and_collect(
     started = time.monotonic()
     deadline = started + timeout_s
     try:
-        await reader.topics()
-        tps = [tp for topic in outputs for tp in _partitions(reader, topic)]
+        # The producer waits for each topic's metadata; the consumer's topics() did not fill
+        # its own partition table on Apache Kafka (only Tansu's answer happened to).
+        tps = [tp for topic in outputs for tp in await _partitions(producer, topic)]
         starts = await reader.end_offsets(tps) if tps else {}  # may trail: filtered below
         reader.assign(tps)
         for tp in tps:
             reader.seek(tp, starts.get(tp, 0))
         ends, origins = await _publish(producer, settings.topic_fills, lines, rate, speed, progress)
         await _wait_committed(watcher, ends, deadline)
-        await _read_until_quiet(reader, collected, outputs, revisions, origins, quiet_s, deadline)
+        # Everything committed is written: read at least up to these ends (they may trail, so
+        # then until quiet). Without the floor, a reader still reconnecting after a broker
+        # restart would see a quiet second and stop before its first record.
+        ends_now = await reader.end_offsets(tps) if tps else {}
+        floor = {tp: end for tp, end in ends_now.items() if end > starts.get(tp, 0)}
+        await _read_until_quiet(
+            reader, collected, outputs, revisions, origins, floor, quiet_s, deadline
+        )
     finally:
         await asyncio.gather(reader.stop(), producer.stop(), watcher.stop())
     collected.seconds = time.monotonic() - started
     return collected
 
 
-def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+async def _partitions(producer: AIOKafkaProducer, topic: str) -> list[TopicPartition]:
+    return [TopicPartition(topic, p) for p in sorted(await producer.partitions_for(topic))]
 
 
 async def _publish(
@@ -176,6 +200,7 @@ async def _read_until_quiet(
     topics: tuple[str, str, str],
     revisions: set[str],
     origins: set[tuple[int, int]],
+    floor: dict[TopicPartition, int],
     quiet_s: float,
     deadline: float,
 ) -> None:
@@ -185,7 +210,8 @@ async def _read_until_quiet(
     seen: set[str] = set()  # credit and event ids: a crash may have re-published them
     seen_origins: set[tuple[int, int]] = set()
     last_data = time.monotonic()
-    while time.monotonic() - last_data < quiet_s:
+    short = dict(floor)  # partitions not yet read up to their floor
+    while short or time.monotonic() - last_data < quiet_s:
         if time.monotonic() > deadline:
             raise TimeoutError("output topics kept growing past the deadline")
         batches = await reader.getmany(timeout_ms=100, max_records=5000)
@@ -193,11 +219,16 @@ async def _read_until_quiet(
             last_data = time.monotonic()
         for messages in batches.values():
             for m in messages:
+                tp = TopicPartition(m.topic, m.partition)
+                if short.get(tp, 0) <= m.offset + 1:
+                    short.pop(tp, None)
                 if m.value is None:
                     continue
                 if m.topic == credits_topic:
                     credit = orjson.loads(m.value)
-                    if credit["fill"]["revision"] not in revisions:
+                    # A tier bonus belongs to an IB period, not to a published fill: the
+                    # settlement timer writes it (tests read the topic for it).
+                    if credit["fill"] is None or credit["fill"]["revision"] not in revisions:
                         continue
                     if credit["credit_id"] in seen:
                         collected.redelivered += 1

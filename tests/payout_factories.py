@@ -19,7 +19,17 @@ from engine.replay import replay_lines
 from schemas import validate
 from tests.factories import fill_line, lots, make_ledger
 
-__all__ = ["EVENTS", "MARCH", "TIERS", "TIER_SEED", "credits_for", "fill_of", "hourly_event"]
+__all__ = [
+    "EVENTS",
+    "LIVE_MARCH",
+    "LIVE_SEED",
+    "MARCH",
+    "TIERS",
+    "TIER_SEED",
+    "credits_for",
+    "fill_of",
+    "hourly_event",
+]
 
 # SPEC 3: from 100 std lots 1 USD a lot, from 500 std lots 2 USD a lot.
 TIERS = (Tier(Decimal(100), Decimal(1)), Tier(Decimal(500), Decimal(2)))
@@ -106,4 +116,49 @@ EVENTS = [
     hourly_event("IB-1", "2024-03-20T09:00:00Z", "240.00", 1),
     hourly_event("IB-2", "2024-03-10T10:00:00Z", "4000.00", 1),
     hourly_event("IB-1", "2024-04-01T00:00:00Z", "80.00", 1),  # April: 10 lots x 10 x 80%
+]
+
+
+# IB-D: 10 USD/lot, 20% to its client: 8.00 ib_commission per lot, paid daily 24 h after the day.
+# IB-T: 10 USD/lot, nothing to C-T, all of it to C-R (100%: no ib_commission, only C-R's rebate
+# names IB-T); paid monthly without hold, with SPEC 3's tier table. Login 4 is a cent account:
+# its lots count x 0.01.
+LIVE_SEED = """
+effective_from: "2024-01-01T00:00:00Z"
+plans:
+  - id: flat
+    rules:
+      - {account_types: ["*"], symbols: ["*"], per_lot_usd: "10"}
+  - id: tiered
+    rules:
+      - {account_types: ["*"], symbols: ["*"], per_lot_usd: "10"}
+    tiers:
+      - {from_std_lots: "100", per_lot_bonus_usd: "1"}
+      - {from_std_lots: "500", per_lot_bonus_usd: "2"}
+ibs:
+  - {id: IB-D, plan: flat, rebate_pct: "20", payout: daily, hold_hours: 24}
+  - {id: IB-T, plan: tiered, rebate_pct: "0", payout: monthly}
+clients:
+  - {id: C-D, ib: IB-D, verified: true}
+  - {id: C-T, ib: IB-T, verified: true}
+  - {id: C-R, ib: IB-T, verified: true, rebate_pct: "100"}
+accounts:
+  - {login: 1, client: C-D, type: standard}
+  - {login: 2, client: C-T, type: standard}
+  - {login: 3, client: C-R, type: standard}
+  - {login: 4, client: C-T, type: standard_cent}
+"""
+
+# March 2024 for IB-T, in std lots: C-T 60 + C-R 30 (no ib_commission, still counts) + the cent
+# account's 2000 lots x 0.01 = 20 + C-T 15 at 23:50 on the 31st = 125; deal 16 (40 lots) is
+# deleted and counts 0; deal 15 closes in April. 125 reaches the tier from 100 std lots:
+# 125 x 1.00 = 125.00.
+LIVE_MARCH = [
+    fill_of(11, 2, "60", "2024-03-04T10:10:00Z"),
+    fill_of(12, 3, "30", "2024-03-15T12:10:00Z"),
+    fill_of(13, 4, "2000", "2024-03-20T09:10:00Z"),
+    fill_of(14, 2, "15", "2024-03-31T23:50:00Z"),
+    fill_of(15, 2, "100", "2024-04-01T00:10:00Z"),
+    fill_of(16, 2, "40", "2024-03-10T10:10:00Z"),
+    fill_of(16, 2, "40", "2024-03-10T10:10:00Z", event="delete"),
 ]

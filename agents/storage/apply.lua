@@ -11,15 +11,22 @@
 --      beyond 2^53 stays exact, where Lua's numbers (doubles) would round it.
 --   o  output JSON (credits + events) stored under rev:<r>, returned again on re-delivery
 --   w  [[reward key, cents], ...]
---   s  [[settle key, ib, cents, count delta, hour, hour epoch], ...] (IB commission credits)
+--   s  [[settle key, ib, cents, count delta, slot, payable epoch], ...] (IB commission credits)
+--   l  [[tier lots key, ib, 10^-10 lots as a decimal string, slot, payable epoch], ...]
+--      (a tiered IB's direct earning fill; negative when reversed)
+--   j  journal entry JSON (the fill's bytes, outcome, reasons: SPEC 4.3 [r2]), stored under
+--      j:<n>, n the deal's next order number (field n); `explain --live` reads them in order
+--   x  [login deals key, "server:deal", close_time epoch]: the login's deal index (ZSET)
 --   p  present for a fill whose login is not attributed yet (SPEC 4.2 r2): it is parked
 --      instead, {k: the login's park ZSET, a: the global one, q: the park counter, l: login,
 --      s: the SET of logins with parked fills,
 --      m: the fill as received, c: close_time, t: now (epoch seconds as strings)}; its journal
 --      entry rev:<r> says "parked", so a redelivery parks nothing twice, and the settlement
 --      of it once its account has arrived (an item without p) is not taken for a duplicate.
+--      A parked fill gets its j:<n> entry and deal index when it is settled.
 -- Every revision the worker settles comes here, earning or not (SPEC 7 [r2]): a redelivery
 -- must find itself under rev:<r>, never be settled again against a later revision's standing.
+-- A duplicate or stale message only counts itself in the deal's `dups` / `stales` fields.
 -- Returns {rules_version, status_1, payload_1, status_2, payload_2, ...} with status
 --   "ok" (payload: new account version), "dup" (payload: the stored output), "stale" (a seq
 --   not above the deal's: nothing applied), "parked" (now or before) or "conflict" (state
@@ -57,10 +64,15 @@ for i = 2, #ARGV do
   if it.p and (not stored or stored == PARKED) then
     out[#out + 1] = PARKED
     out[#out + 1] = stored and 'again' or ''  -- again: a redelivery, parked before
-    if not stored then
+    if stored then
+      redis.call('HINCRBY', it.d, 'dups', 1)
+    else
       park(it)
     end
   elseif stored or stale then
+    -- Recorded as a count per deal (SPEC 4.3 [r2]: duplicate and stale are reasons too):
+    -- bounded however often a crash makes Kafka redeliver, unlike a journal entry each.
+    redis.call('HINCRBY', it.d, stored and 'dups' or 'stales', 1)
     broken[it.a] = true
     broken[it.d] = true
     out[#out + 1] = stored and 'dup' or 'stale'
@@ -76,6 +88,8 @@ for i = 2, #ARGV do
     else
       redis.call('HSET', it.a, 'v', av + 1, 's', it.as)
       redis.call('HSET', it.d, 'rev:' .. it.r, it.o)
+      redis.call('HSET', it.d, 'j:' .. redis.call('HINCRBY', it.d, 'n', 1), it.j)
+      redis.call('ZADD', it.x[1], it.x[3], it.x[2])
       if it.q ~= '' then
         redis.call('HSET', it.d, 'seq', it.q)
       end
@@ -91,6 +105,10 @@ for i = 2, #ARGV do
         redis.call('HINCRBY', s[1], s[2] .. '|c', s[3])
         redis.call('HINCRBY', s[1], s[2] .. '|n', s[4])
         redis.call('ZADD', KEYS[2], s[6], s[5])
+      end
+      for _, l in ipairs(it.l) do
+        redis.call('HINCRBY', l[1], l[2], l[3])
+        redis.call('ZADD', KEYS[2], l[5], l[4])
       end
       out[#out + 1] = 'ok'
       out[#out + 1] = tostring(av + 1)

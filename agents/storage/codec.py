@@ -6,6 +6,7 @@ Decimals travel as strings, times as ISO-8601 Z; the engine's types stay free of
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -14,17 +15,22 @@ import orjson
 
 from engine import __version__
 from engine.credits import Credit, WalletEvent
+from engine.fill import Fill, parse_fill
 from engine.rules import Change
+from engine.settle import Outcome, Reason
 from engine.state import AccountState, Bonus, Effects, JmAllocation, Output, Standing
 
 __all__ = [
+    "JournalEntry",
     "credit_json",
     "decode_account",
     "decode_change",
+    "decode_journal_entry",
     "decode_output",
     "decode_standing",
     "encode_account",
     "encode_change",
+    "encode_journal_entry",
     "encode_output",
     "encode_standing",
     "iso_z",
@@ -171,3 +177,47 @@ def encode_change(change: Change) -> bytes:
 def decode_change(raw: bytes | str) -> Change:
     data = orjson.loads(raw)
     return Change(datetime.fromisoformat(data["at"]), data["subject"], data["id"], data["fields"])
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """What the deal journal keeps of one applied revision besides its output (SPEC 4.3 [r2]):
+    the fill itself, its outcome and reasons, and the bonus turnover it counted, so that
+    `explain --live` tells it with the same step builders as the offline form."""
+
+    revision: str
+    fill: Fill
+    outcome: Outcome
+    reasons: tuple[Reason, ...]
+    bonus_lots: tuple[tuple[str, Decimal], ...]
+
+
+def encode_journal_entry(
+    fill_bytes: bytes,
+    revision: str,
+    outcome: Outcome,
+    reasons: tuple[Reason, ...],
+    bonus_lots: tuple[tuple[str, Decimal], ...],
+) -> str:
+    """The entry with the fill.v1 bytes as received, spliced in unparsed (they were decoded
+    as one JSON object already): no second serialization on the hot path."""
+    head = orjson.dumps(
+        {
+            "r": revision,
+            "outcome": outcome,
+            "reasons": reasons,
+            "bonus_lots": [[i, str(lots)] for i, lots in bonus_lots],
+        }
+    )
+    return (head[:-1] + b',"fill":' + fill_bytes.strip() + b"}").decode()
+
+
+def decode_journal_entry(raw: bytes | str) -> JournalEntry:
+    data = orjson.loads(raw)
+    return JournalEntry(
+        data["r"],
+        parse_fill(data["fill"]),
+        data["outcome"],
+        tuple(data["reasons"]),
+        tuple((i, Decimal(lots)) for i, lots in data["bonus_lots"]),
+    )

@@ -6,6 +6,7 @@ __all__ = [
     "ACCOUNT",
     "CRM_SEEN",
     "DEAL",
+    "LOGIN_DEALS",
     "PARKED",
     "PARKED_ALL",
     "PARKED_LOGINS",
@@ -18,8 +19,9 @@ __all__ = [
     "SEEDS",
     "SETTLE_DIRTY",
     "SETTLE_EMITTED",
-    "SETTLE_HOUR",
     "SETTLE_OUTBOX",
+    "SETTLE_SLOT",
+    "TIER_LOTS",
 ]
 
 PREFIX = "rebate:"
@@ -30,17 +32,25 @@ RULES_VERSION = "rebate:rules:version"
 ACCOUNT = "rebate:account:{login}"
 """HASH v (version, for compare-and-set) and s (wallet state JSON: JM allocations, bonuses)."""
 DEAL = "rebate:deal:{server}:{deal}"
-"""HASH rev:<revision> -> what that revision emitted; srev/standing -> what stands now."""
+"""HASH rev:<revision> -> what that revision emitted; srev/standing -> what stands now;
+j:<n> -> the n-th revision applied (its fill, outcome, reasons), n -> the last n used."""
+LOGIN_DEALS = "rebate:login:{login}:deals"
+"""ZSET "<server>:<deal>" -> close_time epoch seconds: the deals a login traded (explain --live)."""
 REWARD = "rebate:reward:{client}"
 """STRING: the client's JM USD reward wallet, in cents (INCRBY keeps it exact)."""
 REQUEST = "rebate:request:{request_id}"
 """STRING: the answer to a wallet command, so the same request_id never acts twice."""
-SETTLE_HOUR = "rebate:settle:{hour}"
-"""HASH <ib>|c (cents) and <ib>|n (count) of commission credits by close_time hour."""
-SETTLE_EMITTED = "rebate:settled:{hour}"
-"""HASH <ib>|c, <ib>|n, <ib>|seq: what settlement events have already reported."""
+SETTLE_SLOT = "rebate:settle:{slot}"
+"""HASH <ib>|c (cents) and <ib>|n (count) of commission credits by payout slot (an IB period
+with its hold, engine/settlement.py `slot_label`; an hourly slot without hold is the hour)."""
+SETTLE_EMITTED = "rebate:settled:{slot}"
+"""HASH <ib>|c, <ib>|n, <ib>|seq: what settlement events have already reported; <ib>|tb,
+<ib>|tbseq: the tier bonus (cents) and the sequence of the last tier_bonus credit emitted."""
+TIER_LOTS = "rebate:tierlots:{slot}"
+"""HASH <ib> -> std_lots of its direct clients' earning fills in the slot, in 10^-10 lots."""
 SETTLE_DIRTY = "rebate:settle:dirty"
-"""ZSET hour -> epoch seconds: hours with credits not yet reported."""
+"""ZSET slot -> epoch seconds when it is payable (period end + hold): slots with credits or
+lots not yet reported."""
 SETTLE_OUTBOX = "rebate:settle:outbox"
 """ZSET settlement record JSON -> lease expiry (epoch seconds): settled by settle.lua, removed
 once its event is acknowledged by the broker; re-published if a worker died holding it."""

@@ -22,8 +22,11 @@ from redis.exceptions import RedisError
 from agents.settings import Settings
 from agents.storage import keys
 from agents.storage.codec import (
+    JournalEntry,
     decode_account,
     decode_change,
+    decode_journal_entry,
+    decode_output,
     decode_standing,
     encode_account,
     encode_change,
@@ -31,8 +34,8 @@ from agents.storage.codec import (
 from engine.money import cents
 from engine.rules import Change, RuleBook
 from engine.seed import Seed
-from engine.settlement import HourIncrement
-from engine.state import AccountState, DealJournal, Standing
+from engine.settlement import LotsIncrement, SettlementIncrement, lots_units
+from engine.state import AccountState, DealJournal, Output, Standing
 
 __all__ = [
     "UNAVAILABLE",
@@ -122,7 +125,10 @@ class ApplyItem:
     standing_json: str
     output_json: str
     rewards: tuple[tuple[str, Decimal], ...]  # (client, amount)
-    settlements: tuple[HourIncrement, ...]
+    settlements: tuple[SettlementIncrement, ...]
+    journal_entry: str  # codec.encode_journal_entry: the fill, outcome and reasons
+    close_epoch: int  # the fill's close_time, epoch seconds: its place in the login's index
+    lots: tuple[LotsIncrement, ...] = ()
     park: Park | None = None
 
     def to_arg(self) -> bytes:
@@ -153,15 +159,19 @@ class ApplyItem:
                 "o": self.output_json,
                 "w": [[keys.REWARD.format(client=c), cents(a)] for c, a in self.rewards],
                 "s": [
-                    [
-                        keys.SETTLE_HOUR.format(hour=s.hour),
-                        s.ib,
-                        cents(s.amount),
-                        s.delta,
-                        s.hour,
-                        s.epoch,
-                    ]
+                    (keys.SETTLE_SLOT.format(slot=s.slot), s.ib, cents(s.amount), *s[2:])
                     for s in self.settlements
+                ],
+                "j": self.journal_entry,
+                "x": [
+                    keys.LOGIN_DEALS.format(login=self.login),
+                    f"{self.server}:{self.deal}",
+                    self.close_epoch,
+                ],
+                # A string: HINCRBY takes it as a 64-bit integer, where Lua numbers are doubles.
+                "l": [
+                    (keys.TIER_LOTS.format(slot=t.slot), t.ib, str(lots_units(t.std_lots)), *t[2:])
+                    for t in self.lots
                 ],
             }
         )
@@ -367,27 +377,92 @@ class RedisStore:
         status: WalletStatus = _text(reply[0])  # type: ignore[assignment]
         return status, _bytes(reply[1])
 
-    # -- hourly settlement (agents/storage/settle.lua) ---------------------------------------
+    # -- IB settlement per payout slot (agents/storage/settle.lua) -----------------------------
 
-    async def claim_settlements(
-        self, cutoff_s: float, now_s: float, lease_until_s: float, max_hours: int, max_records: int
-    ) -> list[bytes]:
-        """Settle the dirty hours that ended before `cutoff_s` and lease the outbox records due
-        (new ones and those whose lease ran out) until `lease_until_s`."""
-        hours = [
-            _text(h)
-            for h in await self.redis.zrangebyscore(
-                keys.SETTLE_DIRTY, "-inf", cutoff_s, start=0, num=max_hours
+    async def payable_slots(self, cutoff_s: float, max_slots: int) -> dict[str, dict[str, str]]:
+        """The dirty slots payable at `cutoff_s` (at most `max_slots`), each with its tier lots
+        per IB (10^-10 lots, as stored: `claim_settlements` checks they did not move)."""
+        slots = [
+            _text(s)
+            for s in await self.redis.zrangebyscore(
+                keys.SETTLE_DIRTY, "-inf", cutoff_s, start=0, num=max_slots
             )
         ]
-        hour_keys: list[str] = []
-        for hour in hours:
-            hour_keys += [keys.SETTLE_HOUR.format(hour=hour), keys.SETTLE_EMITTED.format(hour=hour)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for slot in slots:
+                pipe.hgetall(keys.TIER_LOTS.format(slot=slot))
+            lots = await pipe.execute()
+        return {
+            slot: {_text(ib): _text(units) for ib, units in per_ib.items()}
+            for slot, per_ib in zip(slots, lots, strict=True)
+        }
+
+    async def claim_settlements(
+        self,
+        slots: Sequence[str],
+        bonuses: Sequence[tuple[str, str, str, int]],
+        cutoff_s: float,
+        now_s: float,
+        lease_until_s: float,
+        max_records: int,
+    ) -> list[bytes]:
+        """Settle `slots` (those still dirty and payable at `cutoff_s`) and lease the outbox
+        records due (new ones and those whose lease ran out) until `lease_until_s`.
+
+        Args:
+            bonuses: (slot, ib, lots as read by `payable_slots`, bonus cents at those lots).
+        """
+        index = {slot: i for i, slot in enumerate(slots, start=1)}
+        slot_keys: list[str] = []
+        for slot in slots:
+            slot_keys += [
+                keys.SETTLE_SLOT.format(slot=slot),
+                keys.SETTLE_EMITTED.format(slot=slot),
+                keys.TIER_LOTS.format(slot=slot),
+            ]
+        flat: list[str | int] = []
+        for slot, ib, units, bonus in bonuses:
+            flat += [index[slot], ib, units, bonus]
         claimed = await self._settle(
-            keys=[keys.SETTLE_DIRTY, keys.SETTLE_OUTBOX, *hour_keys],
-            args=[repr(cutoff_s), repr(now_s), repr(lease_until_s), max_records, *hours],
+            keys=[keys.SETTLE_DIRTY, keys.SETTLE_OUTBOX, *slot_keys],
+            args=[
+                repr(cutoff_s),
+                repr(now_s),
+                repr(lease_until_s),
+                max_records,
+                len(slots),
+                *slots,
+                *flat,
+            ],
         )
         return [_bytes(raw) for raw in claimed]
+
+    async def settlement_journal(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """What the fill path summed per payout slot and IB: {slot: {ib: (cents, count)}}.
+
+        The totals the settlement events report from (`reconcile --redis` compares them with
+        the credits on the topic): every applied commission credit and reversal, once.
+        """
+        prefix = keys.SETTLE_SLOT.format(slot="")
+        own = {keys.SETTLE_DIRTY, keys.SETTLE_OUTBOX}
+        slots: list[str] = []
+        async for raw in self.redis.scan_iter(match=f"{prefix}*", count=1000):
+            key = _text(raw)
+            if key not in own:
+                slots.append(key.removeprefix(prefix))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for slot in slots:
+                pipe.hgetall(keys.SETTLE_SLOT.format(slot=slot))
+            hashes = await pipe.execute()
+        journal: dict[str, dict[str, tuple[int, int]]] = {}
+        for slot, fields in zip(slots, hashes, strict=True):
+            totals = {_text(k): int(v) for k, v in fields.items()}
+            journal[slot] = {
+                field[:-2]: (amount, totals.get(field[:-2] + "|n", 0))
+                for field, amount in totals.items()
+                if field.endswith("|c")
+            }
+        return journal
 
     async def confirm_settlements(self, records: Sequence[bytes]) -> None:
         """Take published settlement records out of the outbox for good."""
@@ -447,6 +522,36 @@ class RedisStore:
             args=["dead" if dead else "settled", *entries],
         )
         return int(removed)
+
+    # -- journals, for support (`explain --live`) ------------------------------------------------
+
+    async def deal_history(self, server: str, deal: int) -> list[tuple[JournalEntry, Output]]:
+        """Every revision applied to the deal, in the order applied, with what it emitted."""
+        fields = await self.redis.hgetall(keys.DEAL.format(server=server, deal=deal))
+        by_name = {_text(k): v for k, v in fields.items()}
+        numbered = sorted(
+            (
+                (int(name[2:]), decode_journal_entry(raw))
+                for name, raw in by_name.items()
+                if name.startswith("j:")
+            ),
+            key=lambda pair: pair[0],
+        )
+        return [
+            (entry, decode_output(by_name[f"rev:{entry.revision}"])[0]) for _, entry in numbered
+        ]
+
+    async def deal_repeats(self, server: str, deal: int) -> tuple[int, int]:
+        """How many messages of the deal were duplicates and how many stale (counted by apply)."""
+        dups, stales = await self.redis.hmget(
+            keys.DEAL.format(server=server, deal=deal), "dups", "stales"
+        )
+        return int(dups or 0), int(stales or 0)
+
+    async def login_deals(self, login: int) -> list[tuple[str, int]]:
+        """The login's deals as (server, deal), by close_time."""
+        members = await self.redis.zrange(keys.LOGIN_DEALS.format(login=login), 0, -1)
+        return [(server, int(deal)) for server, deal in (_text(m).rsplit(":", 1) for m in members)]
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

@@ -288,6 +288,8 @@ async def test_a_dealer_undoing_a_correction_with_seq_leaves_the_first_content(
     assert set(again) <= set(credits)
     assert _fills(metrics, "stale") == 1
     assert _fills(metrics, "duplicate") == 1
+    # The journal keeps them as counts on the deal (bounded whatever Kafka redelivers).
+    assert await store.deal_repeats("mt4-live-1", 88) == (1, 1)
 
 
 async def test_seq_beyond_double_precision_still_orders_revisions(redis: Redis) -> None:

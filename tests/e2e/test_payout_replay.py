@@ -19,7 +19,7 @@ import pytest
 from agents.cli import main
 from engine import __version__
 from engine.payouts import parse_period
-from engine.settlement import settlement_event
+from engine.settlement import settlement_id
 from engine.statement import statement
 from schemas import validate
 from tests.payout_factories import TIER_SEED, fill_of
@@ -37,6 +37,21 @@ def _replay(tmp: Path, seed: Path, fills: list[Path], *more: str) -> tuple[Path,
     argv = ["replay", "--seed", str(seed), "--fills", *map(str, fills), "--out", str(credits)]
     assert main([*argv, "--settlements", str(settlements), *more, "--quiet"]) == 0
     return credits, settlements
+
+
+def _hourly_event(ib: str, hour: str, amount: str, count: int) -> dict[str, Any]:
+    """An hourly ib_settlement as the hourly settlement always wrote it, field for field."""
+    return {
+        "schema": "settlement.v1",
+        "event": "ib_settlement",
+        "settlement_id": settlement_id(ib, hour, 0),
+        "ib": ib,
+        "hour": hour,
+        "amount": amount,
+        "count": count,
+        "currency": "USD",
+        "engine_version": __version__,
+    }
 
 
 # -- (a) the sample histories, IB-1 paid daily ------------------------------------------------
@@ -97,8 +112,7 @@ def test_other_ibs_stay_hourly_and_a_month_reconciles_for_every_ib(
     assert others and all("period" not in e and "payout" not in e for e in others)
     # Each is byte for byte the event the hourly settlement publishes for its totals.
     for event in others:
-        cents = int(Decimal(event["amount"]) * 100)
-        hourly = settlement_event(event["ib"], event["hour"], 0, cents, event["count"], __version__)
+        hourly = _hourly_event(event["ib"], event["hour"], event["amount"], event["count"])
         assert orjson.dumps(event) == orjson.dumps(hourly)
     # A month holds IB-1's days and the others' hours alike; the command checks every IB.
     argv = ["--credits", str(credits_path), "--settlements", str(settlements_path)]
@@ -226,6 +240,4 @@ def test_a_months_tier_bonus_equals_the_hand_computation(tmp_path: Path) -> None
     (raw_hourly,) = [
         line for line in settlements_path.read_bytes().splitlines() if b'"IB-2"' in line
     ]
-    assert raw_hourly == orjson.dumps(
-        settlement_event("IB-2", "2024-03-10T10:00:00Z", 0, 400000, 1, __version__)
-    )
+    assert raw_hourly == orjson.dumps(_hourly_event("IB-2", "2024-03-10T10:00:00Z", "4000.00", 1))

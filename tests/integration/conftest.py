@@ -3,6 +3,12 @@
 In order: `KAFKA_BOOTSTRAP_SERVERS` / `REDIS_URL` from the environment (each on its own), a
 Docker engine through testcontainers when one answers within a second or two, else the
 embedded runtime (Tansu + a private redis-server, see harness/embedded.py).
+
+The broker is a parameter: `REBATE_TEST_BROKER=tansu|kafka|both` (default both where `java` and
+`mvn` answer, else tansu). "tansu" is the session's broker above; "kafka" is Apache Kafka itself
+(harness/apache_kafka.py), started once when the first test needs it. A test runs on the first
+chosen broker only, unless marked `@pytest.mark.brokers("tansu", "kafka")` (each chosen one of
+those) or `@pytest.mark.brokers("kafka")` (Kafka only; skipped when Kafka is not chosen).
 """
 
 from __future__ import annotations
@@ -14,18 +20,53 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from agents.settings import Settings
 from agents.topics import delete_topics_sync, ensure_topics_sync
+from harness.apache_kafka import ApacheKafka, missing_tools, resolve_kafka
 from harness.embedded import EmbeddedRuntime
 
 log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
 _DOCKER_PING_TIMEOUT_S = 2
+_BROKERS = ("tansu", "kafka")
+
+
+def _chosen_brokers() -> tuple[list[str], str]:
+    """The brokers this session runs on, and the line saying why."""
+    wanted = os.environ.get("REBATE_TEST_BROKER", "").strip().lower()
+    if wanted in _BROKERS:
+        return [wanted], f"REBATE_TEST_BROKER={wanted}"
+    if wanted not in ("", "both"):
+        raise pytest.UsageError(f"REBATE_TEST_BROKER={wanted!r}: tansu, kafka or both")
+    why_not = missing_tools()
+    if wanted == "" and why_not:
+        return ["tansu"], f"tansu only: Apache Kafka needs Java and Maven ({why_not})"
+    return list(_BROKERS), "both (REBATE_TEST_BROKER=tansu|kafka|both)"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # A summary line, not a header: `pytest -q` shows no header, and this conftest is only
+    # loaded once collection reaches tests/integration.
+    terminalreporter.write_line(f"integration brokers: {_chosen_brokers()[1]}")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "broker" not in metafunc.fixturenames:
+        return
+    chosen, why = _chosen_brokers()
+    marker = metafunc.definition.get_closest_marker("brokers")
+    wanted = marker.args if marker else chosen[:1]
+    names: list[Any] = [b for b in chosen if b in wanted]
+    # A Kafka-only test in a Tansu-only session still shows up, as skipped with the reason.
+    params = names or [pytest.param(wanted[0], marks=pytest.mark.skip(reason=why))]
+    # Session scope: pytest groups the tests by broker, so each broker starts once.
+    metafunc.parametrize("broker", params, indirect=True, scope="session")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,6 +75,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _HERE in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.integration)
+    # Resolve Apache Kafka now, not inside the first Kafka test: a first resolution downloads
+    # ~45 MB, and that must not count against a test's timeout.
+    callspecs = (getattr(item, "callspec", None) for item in items)
+    if any(c is not None and c.params.get("broker") == "kafka" for c in callspecs):
+        resolve_kafka()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +167,40 @@ def services() -> Iterator[Services]:
 
 
 @pytest.fixture(scope="session")
-def settings(services: Services) -> Settings:
-    """Settings from the environment pointing at the session's broker and Redis."""
+def broker(request: pytest.FixtureRequest) -> str:
+    """The broker of this test: tansu or kafka (see pytest_generate_tests)."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def apache_kafka() -> Iterator[ApacheKafka]:
+    """Apache Kafka for the whole session, started by the first test that runs on it."""
+    with ApacheKafka() as kafka:
+        log.info("Apache Kafka %s ready in %.1f s", kafka.version, kafka.last_start_s)
+        yield kafka
+
+
+@pytest.fixture(scope="session")
+def settings(services: Services, broker: str, request: pytest.FixtureRequest) -> Settings:
+    """Settings from the environment pointing at this test's broker and the session's Redis."""
+    if broker == "kafka":
+        kafka: ApacheKafka = request.getfixturevalue("apache_kafka")
+        redis = services.settings.redis_url or ""
+        return services.settings.with_services(
+            bootstrap_servers=kafka.bootstrap_servers, redis_url=redis
+        )
     return services.settings
+
+
+@pytest.fixture
+def kafka_broker(broker: str, request: pytest.FixtureRequest) -> Iterator[ApacheKafka]:
+    """Apache Kafka for broker fault tests (kill, restart); running again after the test."""
+    if broker != "kafka":
+        pytest.skip("needs Apache Kafka")
+    kafka: ApacheKafka = request.getfixturevalue("apache_kafka")
+    yield kafka
+    if not kafka.running:
+        kafka.start()
 
 
 @pytest.fixture(scope="session")

@@ -31,14 +31,13 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import pytest
 import redis
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from agents.settings import Settings
 from agents.storage.store import RedisStore
-from agents.topics import delete_topics_sync, ensure_topics_sync, partitions
+from agents.topics import delete_topics_sync, ensure_topics_sync, partitions, read_topic
 from engine.ledger import Ledger
 from engine.replay import ReplayResult, replay_lines
 from engine.rules import Change
@@ -271,43 +270,6 @@ def module_deployment_fixture(
 
 
 # --- reading what the workers wrote ------------------------------------------------------------
-
-
-async def read_topic(
-    settings: Settings,
-    topic: str,
-    *,
-    at_least: int = 0,
-    quiet_s: float = 1.0,
-    timeout_s: float = 60.0,
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of `topic` from offset 0: at least `at_least`, then until quiet for `quiet_s`."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        **settings.aiokafka_security_kwargs(),
-    )
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        count = partitions(settings).get(topic, settings.topic_partitions)
-        assigned = [TopicPartition(topic, p) for p in range(count)]
-        consumer.assign(assigned)
-        for tp in assigned:
-            consumer.seek(tp, 0)
-        deadline = time.monotonic() + timeout_s
-        last = time.monotonic()
-        while len(records) < at_least or time.monotonic() - last < quiet_s:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: {len(records)} records, {at_least} expected")
-            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-            if batches:
-                last = time.monotonic()
-            for batch in batches.values():
-                records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:

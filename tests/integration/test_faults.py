@@ -1,5 +1,6 @@
 """SPEC 7 under faults, with realistic simulated fills published at a steady rate:
-kill -9 of the worker mid-stream, Redis hung (SIGSTOP) mid-stream, SIGTERM mid-stream.
+kill -9 of the worker mid-stream, Redis hung (SIGSTOP) mid-stream, SIGTERM mid-stream, and on
+Apache Kafka the broker itself killed -9 or restarted mid-stream on the same log dir.
 Whatever happens, the credits are exactly the offline replay's: none lost, none twice."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from engine.fill import decode_fill
 from engine.ledger import Ledger
 from engine.seed import Seed, parse_seed
+from harness.apache_kafka import ApacheKafka
 from harness.embedded import EmbeddedRuntime
 from harness.kafka_replay import Collected, publish_and_collect
 from harness.simulate.generator import generate_fills, generate_seed
@@ -88,6 +90,7 @@ def _assert_same_as_offline(collected: Collected, expected: list[bytes]) -> None
     assert collected.dead_letters == []  # the simulator only writes valid fills
 
 
+@pytest.mark.brokers("tansu", "kafka")
 @pytest.mark.timeout(300)
 async def test_kill_9_three_times_mid_stream_loses_and_duplicates_nothing(
     deployment: Deployment,
@@ -131,6 +134,7 @@ async def test_kill_9_three_times_mid_stream_loses_and_duplicates_nothing(
     _assert_same_as_offline(collected, expected)
 
 
+@pytest.mark.brokers("tansu", "kafka")
 @pytest.mark.timeout(180)
 async def test_redis_hung_for_10_s_pauses_consumption_and_loses_nothing(
     deployment: Deployment, embedded_runtime: EmbeddedRuntime
@@ -234,3 +238,52 @@ async def test_a_redelivered_delete_republishes_its_stored_reversals(
     copies = Counter(credit_ids(r.value for r in await read_topic(s, s.topic_credits)))
 
     assert [copies[i] for i in credit_ids(reversals)] == [2, 2, 2]
+
+
+@pytest.mark.brokers("kafka")
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
+async def test_broker_down_mid_stream_and_back_on_the_same_log_dir(
+    deployment: Deployment, kafka_broker: ApacheKafka, how: str
+) -> None:
+    seed, lines = _simulated(accounts=40, fills=6_000, rng_seed=29)
+    expected, _ = offline_replay(seed, lines)
+    await deployment.load_seed(seed)
+    worker = deployment.start_worker()
+    published = [0]
+    log_dir = kafka_broker.data_dir
+
+    run = publish_and_collect(
+        deployment.settings,
+        lines,
+        rate=300,  # 20 s of publishing: the broker goes down ~5 s in and is away ~10-15 s
+        progress=lambda n: published.__setitem__(0, n),
+        timeout_s=200,
+    )
+    async with background(run) as collecting:
+        done = await wait_for(lambda: _at_least(worker, 1_500), 60, "1,500 fills settled")
+        at = published[0]
+        if how == "kill -9":
+            await asyncio.to_thread(kafka_broker.kill)
+            await asyncio.sleep(2)  # down while the publisher and the worker keep trying
+            await asyncio.to_thread(kafka_broker.start)
+        else:
+            await asyncio.to_thread(kafka_broker.restart)
+        collected = await collecting
+    everything = await read_topic(deployment.settings, deployment.settings.topic_credits)
+
+    print(
+        f"\nbroker {how} after {done:.0f} fills settled, {at} published; back in "
+        f"{kafka_broker.last_start_s:.1f} s; {collected.redelivered} re-published copies, "
+        f"{len(collected.credits)} credits in {collected.seconds:.1f} s, {len(everything)} in the topic"
+    )
+    assert at < len(lines), "the broker went down after the last publish"
+    assert kafka_broker.data_dir == log_dir
+    assert worker.process is not None and worker.process.poll() is None, "the worker died"
+    _assert_same_as_offline(collected, expected)
+    # A credit id published again after the outage carries the same bytes every time.
+    payloads: dict[str, set[bytes]] = {}
+    for record in everything:
+        value = record.value or b""
+        payloads.setdefault(orjson.loads(value)["credit_id"], set()).add(value)
+    assert [cid for cid, p in payloads.items() if len(p) > 1] == []

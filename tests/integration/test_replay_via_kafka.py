@@ -44,6 +44,7 @@ def _sample_lines() -> list[bytes]:
     ]
 
 
+@pytest.mark.brokers("tansu", "kafka")
 @pytest.mark.timeout(180)
 async def test_sample_fills_through_kafka_give_the_offline_credits(deployment: Deployment) -> None:
     seed = load_seed(SAMPLE_SEED)

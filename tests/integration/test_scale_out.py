@@ -46,6 +46,7 @@ def _fills_consumed(worker: WorkerProcess) -> float:
     return total
 
 
+@pytest.mark.brokers("tansu", "kafka")
 @pytest.mark.timeout(150)
 async def test_kill_one_of_two_workers_mid_stream(settings: Settings, tmp_path: Path) -> None:
     seed, lines = simulated(accounts=300, fills=_FILLS)
