@@ -23,9 +23,11 @@ from faust.exceptions import ConsumerNotStarted
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents.crm import CrmEventHandler
 from agents.fills import FillProcessor
 from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
+from agents.parked import ParkRelease
 from agents.settings import Settings
 from agents.settlement import PeriodSettlement
 from agents.storage.store import UNAVAILABLE, RedisStore, connect
@@ -275,6 +277,44 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
         await engine.publish(out)
         for e in events:
             e.ack()  # acked only now that the answers are acknowledged by the broker
+
+    # -- back-office events (SPEC 3 r2): one partition, applied in its order -----------------
+    crm_events = CrmEventHandler(
+        store, metrics, settings.topic_crm_events_dlq, settings.correction_window_hours
+    )
+
+    @app.agent(engine.topics["crm_events"], name="crm-events")
+    async def apply_crm_events(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_timeout_s):
+            await whole_batch(apply_events(events))
+
+    async def apply_events(events: Sequence[EventT[Any]]) -> None:
+        out = await engine.until_redis_answers(partial(crm_events.handle, records_of(events)))
+        await engine.publish(out)
+        for e in events:
+            e.ack()  # acked only now that its dead letters are acknowledged by the broker
+
+    # -- parked fills (SPEC 4.2 r2): released by the worker that owns the back-office topic ---
+    park_release = ParkRelease(
+        store,
+        # A processor of its own: its cached wallet state is not the fills agent's (the script's
+        # compare-and-set keeps both right when they meet on a login).
+        FillProcessor(store, metrics, output_topics(settings)),
+        metrics,
+        fills_topic=settings.topic_fills,
+        dead_letter_topic=settings.topic_fills_dlq,
+        park_hours=settings.park_hours,
+        batch_max=settings.batch_max,
+    )
+
+    @app.timer(settings.park_check_s)  # type: ignore[untyped-decorator]
+    async def release_parked() -> None:
+        try:
+            await park_release.update_metrics(time.time())
+            if any(tp.topic == settings.topic_crm_events for tp in engine._assignment()):
+                await park_release.release(engine.publish, time.time())
+        except UNAVAILABLE as exc:
+            log.warning("parked fills: trying again next tick: %s", exc)
 
     @app.timer(settings.settlement_interval_s)  # type: ignore[untyped-decorator]
     async def settle_hours() -> None:

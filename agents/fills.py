@@ -12,13 +12,13 @@ compare-and-set in the script; the rules are cached and checked by version in th
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 
-from agents.messages import BatchResult, Outgoing, Record, Topics
+from agents.messages import BatchResult, Outgoing, Record, Topics, dead_letter
 from agents.metrics import Metrics
 from agents.storage.codec import (
     credit_json,
@@ -27,7 +27,7 @@ from agents.storage.codec import (
     encode_output,
     encode_standing,
 )
-from agents.storage.store import ApplyItem, RedisStore, StaleRules
+from agents.storage.store import ApplyItem, Park, RedisStore, StaleRules
 from engine.credits import Credit
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
@@ -39,7 +39,6 @@ __all__ = ["FillProcessor"]
 
 _T = TypeVar("_T")
 _MAX_ROUNDS = 8  # compare-and-set retries for one batch; each round settles at least one item
-_DLQ_MAX_VALUE = 256 * 1024
 
 
 @dataclass
@@ -56,8 +55,15 @@ class _Pending:
 
 
 class FillProcessor:
-    def __init__(self, store: RedisStore, metrics: Metrics, topics: Topics) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        metrics: Metrics,
+        topics: Topics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
+        self.clock = clock  # when a fill is parked (epoch seconds): park_hours count from it
         self.metrics = metrics
         self.topics = topics
         self._accounts: dict[int, tuple[int, AccountState]] = {}
@@ -167,6 +173,10 @@ class FillProcessor:
         for (item, p), (status, payload) in zip(items, replies, strict=True):
             if status == "ok" and item.login not in broken:
                 self._accounts[item.login] = (int(payload), item.account)
+            elif status == "parked":
+                p.output, p.encoded = Output(), {}  # its account untouched: the cache holds
+                if payload == "again":
+                    p.settlement = _unchanged(p.settlement, "duplicate", p.output)
             elif status in ("dup", "stale"):
                 # dup: publish exactly what was emitted then (same ids as our recomputation,
                 # not necessarily the same amounts, or the same engine version); stale: nothing.
@@ -235,9 +245,11 @@ class FillProcessor:
                     s.standing.effects.bonus_lots if s.standing else (),
                 ),
                 close_epoch=int(fill.close_time.timestamp()),
+                park=self._park(p, s, standing),
             )
             items.append((item, p))
-            accounts[fill.login] = (version + 1, s.account)
+            if item.park is None:
+                accounts[fill.login] = (version + 1, s.account)
             # The local view keeps only what stands: neither processed revisions nor seq. Only
             # the script holds every processed revision, so it alone tells a duplicate (which
             # publishes its stored output) from a stale seq, also for a revision repeated in
@@ -245,21 +257,28 @@ class FillProcessor:
             deals[deal_key] = DealJournal({}, s.standing)
         return items
 
+    def _park(self, p: _Pending, s: Settlement, standing: Standing | None) -> Park | None:
+        """Park a fill whose login is not attributed yet (SPEC 4.2 r2): settled when its account
+        arrives. An update or a delete of such a login's deal waits too (even one that earns
+        nothing), so that it follows the parked add it revises. One that takes back what
+        stands for its deal is settled now (the deal's login was attributed once), as is any
+        fill under the rules' own reasons (demo, ...)."""
+        if s.credits or standing is not None:
+            return None
+        revises = p.fill.event != "add" and self._unattributed(p.fill)
+        if s.reasons != ("unattributed",) and not revises:
+            return None
+        close_s = p.fill.close_time.timestamp()
+        return Park((p.record.value or b"").decode(), close_s, self.clock())
+
+    def _unattributed(self, fill: Fill) -> bool:
+        try:
+            return self.store.book.resolve(fill.login, fill.close_time) is None
+        except ConfigError:
+            return False  # settled now: a configuration error is dead-lettered with its reason
+
     def _dead_letter(self, record: Record, reason: str, message: str) -> Outgoing:
-        value = record.value or b""
-        headers = [
-            ("error", reason.encode()),
-            ("error_message", message.encode()[:1000]),
-            ("original_topic", record.topic.encode()),
-            ("original_partition", str(record.partition).encode()),
-            ("original_offset", str(record.offset).encode()),
-        ]
-        if len(value) > _DLQ_MAX_VALUE:
-            # The original stays in fills.v1 at the offset named above; a dead letter larger
-            # than the producer's request limit would fail the whole batch instead.
-            headers.append(("truncated_from_bytes", str(len(value)).encode()))
-            value = value[:_DLQ_MAX_VALUE]
-        return Outgoing(self.topics.dead_letters, b"", value, tuple(headers))
+        return dead_letter(record, self.topics.dead_letters, reason, message)
 
     async def _timed(self, op: str, awaitable: Awaitable[_T]) -> _T:
         start = time.perf_counter()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["BatchResult", "Outgoing", "Record", "Topics"]
+__all__ = ["BatchResult", "Outgoing", "Record", "Topics", "dead_letter"]
+
+_DLQ_MAX_VALUE = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +52,21 @@ class BatchResult:
     def outgoing(self) -> list[Outgoing]:
         """Everything to publish (each topic's messages keep their order)."""
         return [*self.credits, *self.wallet_events, *self.dead_letters]
+
+
+def dead_letter(record: Record, topic: str, reason: str, message: str) -> Outgoing:
+    """`record` for a dead-letter topic, with headers naming the error and where it came from."""
+    value = record.value or b""
+    headers = [
+        ("error", reason.encode()),
+        ("error_message", message.encode()[:1000]),
+        ("original_topic", record.topic.encode()),
+        ("original_partition", str(record.partition).encode()),
+        ("original_offset", str(record.offset).encode()),
+    ]
+    if len(value) > _DLQ_MAX_VALUE:
+        # The original stays in its topic at the offset named above; a dead letter larger
+        # than the producer's request limit would fail the whole batch instead.
+        headers.append(("truncated_from_bytes", str(len(value)).encode()))
+        value = value[:_DLQ_MAX_VALUE]
+    return Outgoing(topic, b"", value, tuple(headers))

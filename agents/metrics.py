@@ -10,7 +10,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from engine.settle import OUTCOMES
 
-__all__ = ["Metrics"]
+__all__ = ["CRM_OUTCOMES", "Metrics"]
+
+CRM_OUTCOMES = ("applied", "duplicate", "dead_lettered")
 
 _OUTCOMES = (*OUTCOMES, "dead_lettered")  # the engine's outcomes, plus the dead letters
 
@@ -114,11 +116,48 @@ class Metrics:
             "rebate_settlements", "Hourly IB settlement events emitted, by type", ["type"],
             registry=r,
         )  # fmt: skip
+        self.crm_events = Counter(
+            "rebate_crm_events",
+            "Back-office events consumed, by type (unknown when undecodable) and outcome "
+            "(applied, duplicate, dead_lettered)",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.crm_dead_letters = Counter(
+            "rebate_crm_dead_letters",
+            "Back-office events sent to their dead-letter topic, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.direct_clients = Counter(
+            "rebate_direct_clients",
+            "Clients registered without an IB, by reason (no_ref_code, unknown_ref_code)",
+            ["reason"],
+            registry=r,
+        )
+        self.parked_fills = Gauge(
+            "rebate_parked_fills",
+            "Fills parked because their login is not attributed yet (waiting for the account)",
+            registry=r,
+        )
+        self.parked_oldest_seconds = Gauge(
+            "rebate_parked_oldest_seconds",
+            "Seconds the oldest parked fill has waited (0 when none is parked)",
+            registry=r,
+        )
+        self.parked_released = Counter(
+            "rebate_parked_fills_released",
+            "Parked fills released, by outcome (settled: their account arrived; "
+            "dead_lettered: park_hours ran out)",
+            ["outcome"],
+            registry=r,
+        )
 
         self._zero_known_labels()
 
     def _zero_known_labels(self) -> None:
         """Create every bounded label set at 0, so rate() and increase() see the first event."""
+        from engine import crm  # noqa: PLC0415
         from engine.credits import KINDS  # noqa: PLC0415
         from engine.eligibility import REASONS  # noqa: PLC0415
         from engine.errors import DEAD_LETTER_REASONS  # noqa: PLC0415
@@ -133,3 +172,12 @@ class Metrics:
         self.credit_amount.labels("reversal", "JMUSD")
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(reason)
+        for event_type in (*crm.EVENT_TYPES, "unknown"):
+            for outcome in CRM_OUTCOMES:
+                self.crm_events.labels(event_type, outcome)
+        for crm_reason in crm.REASONS:
+            self.crm_dead_letters.labels(crm_reason)
+        for direct in crm.DIRECT_CLIENT_REASONS:
+            self.direct_clients.labels(direct)
+        for outcome in ("settled", "dead_lettered"):
+            self.parked_released.labels(outcome)

@@ -85,6 +85,16 @@ class Settings(  # type: ignore[misc, unused-ignore]
     topic_settlements: str = Field(
         default="settlements", description="Output topic of IB settlement events."
     )
+    topic_crm_events: str = Field(
+        default="crm-events.v1",
+        description="Input topic of crm-event.v1 back-office events (one partition: one total "
+        "order).",
+    )
+    topic_crm_events_dlq: str = Field(
+        default="crm-events.v1.dlq",
+        description="Dead-letter topic for back-office events that are malformed or contradict "
+        "the rules.",
+    )
     topic_partitions: int = Field(
         default=8,
         ge=1,
@@ -201,6 +211,25 @@ class Settings(  # type: ignore[misc, unused-ignore]
         description="Seconds between checks for IB payout periods to settle.",
     )
 
+    correction_window_hours: int = Field(
+        default=168,
+        ge=1,
+        description="Back-office changes effective longer ago than this are dead-lettered "
+        "`too_late` (a person decides).",
+    )
+    park_hours: float = Field(
+        default=72,
+        gt=0,
+        description="Hours a fill whose login is not attributed yet waits for its account; "
+        "then it is dead-lettered `unattributed`.",
+    )
+    park_check_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between checks for parked fills whose account has arrived or "
+        "whose park_hours have run out.",
+    )
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         # Fail at startup rather than connect with a weaker configuration than intended.
@@ -243,6 +272,8 @@ class Settings(  # type: ignore[misc, unused-ignore]
             "wallet_commands": self.topic_wallet_commands,
             "wallet_events": self.topic_wallet_events,
             "settlements": self.topic_settlements,
+            "crm_events": self.topic_crm_events,
+            "crm_events_dlq": self.topic_crm_events_dlq,
         }
 
     def with_services(self, *, bootstrap_servers: str, redis_url: str) -> Settings:

@@ -48,8 +48,13 @@ class KafkaUnreachable(RuntimeError):
 
 
 def partitions(settings: Settings) -> dict[str, int]:
-    """{topic name: partitions} of every topic the engine uses."""
-    return dict.fromkeys(settings.topics.values(), settings.topic_partitions)
+    """{topic name: partitions} of every topic the engine uses.
+
+    The back-office topics have one partition: their events are one total order (SPEC 3 r2).
+    """
+    counts = dict.fromkeys(settings.topics.values(), settings.topic_partitions)
+    counts[settings.topic_crm_events] = counts[settings.topic_crm_events_dlq] = 1
+    return counts
 
 
 def output_topics(settings: Settings) -> Topics:
@@ -214,9 +219,10 @@ async def read_topic(
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        for tp in partitions:
+        count = partitions(settings).get(topic, settings.topic_partitions)
+        assigned = [TopicPartition(topic, p) for p in range(count)]
+        consumer.assign(assigned)
+        for tp in assigned:
             consumer.seek(tp, 0)
         deadline = time.monotonic() + timeout_s
         last = time.monotonic()

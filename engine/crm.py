@@ -46,6 +46,7 @@ __all__ = [
     "CrmEventError",
     "apply_event_lines",
     "check_event",
+    "check_folds",
     "check_window",
     "decode_event",
 ]
@@ -333,8 +334,18 @@ def apply_event_lines(lines: Iterable[tuple[str, int, bytes]], book: RuleBook) -
 
 
 def _extend(book: RuleBook, checked: CheckedEvent) -> None:
+    check_folds(checked, book)
+    book.extend([checked.change])
+
+
+def check_folds(checked: CheckedEvent, book: RuleBook) -> None:
+    """Refuse a change that the book could not fold, leaving the book as it is.
+
+    Raises:
+        CrmEventError: `revived_rebate`, the only fold error: a change in the book effective
+            after the event's `at` would now revive a cancelled rebate.
+    """
     try:
-        book.extend([checked.change])
+        book.check_extend([checked.change])
     except ConfigError as exc:
-        # The only fold error: a later change in the book would now revive a cancelled rebate.
         raise CrmEventError("revived_rebate", f"{checked.event.type}: {exc}") from None

@@ -20,6 +20,7 @@ DeadLetterReason = Literal[
     "unknown_plan",
     "unknown_ib",
     "unknown_client",
+    "unattributed",  # parked longer than park_hours: its account never arrived (SPEC 4.2 r2)
 ]
 DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = get_args(DeadLetterReason)
 

@@ -280,6 +280,30 @@ class RuleBook:
                 if i == len(self._instants) or self._instants[i] != at:
                     self._instants.insert(i, at)
 
+    def check_extend(self, changes: Sequence[Change]) -> None:
+        """Raise what `extend(changes)` would raise, leaving the book as it is.
+
+        Raises:
+            ConfigError: the changes do not fold (an unknown subject, a revived rebate).
+        """
+        added: list[tuple[str, str]] = []
+        try:
+            for n, change in enumerate(changes, start=1):
+                if change.subject not in SUBJECTS:
+                    raise ConfigError("schema", f"unknown subject {change.subject!r}")
+                key = (change.subject, change.id)
+                self._changes.setdefault(key, []).append(
+                    Change(change.at, change.subject, change.id, change.fields, self._seq + n)
+                )
+                added.append(key)
+            for key in set(added):
+                self._fold(key)
+        finally:
+            for key in reversed(added):
+                self._changes[key].pop()
+                if not self._changes[key]:
+                    del self._changes[key]
+
     def _forget(self, added: list[tuple[str, str]]) -> None:
         for key in reversed(added):
             self._changes[key].pop()

@@ -17,13 +17,21 @@
 --   j  journal entry JSON (the fill's bytes, outcome, reasons: SPEC 4.3 [r2]), stored under
 --      j:<n>, n the deal's next order number (field n); `explain --live` reads them in order
 --   x  [login deals key, "server:deal", close_time epoch]: the login's deal index (ZSET)
+--   p  present for a fill whose login is not attributed yet (SPEC 4.2 r2): it is parked
+--      instead, {k: the login's park ZSET, a: the global one, q: the park counter, l: login,
+--      s: the SET of logins with parked fills,
+--      m: the fill as received, c: close_time, t: now (epoch seconds as strings)}; its journal
+--      entry rev:<r> says "parked", so a redelivery parks nothing twice, and the settlement
+--      of it once its account has arrived (an item without p) is not taken for a duplicate.
+--      A parked fill gets its j:<n> entry and deal index when it is settled.
 -- Every revision the worker settles comes here, earning or not (SPEC 7 [r2]): a redelivery
 -- must find itself under rev:<r>, never be settled again against a later revision's standing.
 -- A duplicate or stale message only counts itself in the deal's `dups` / `stales` fields.
 -- Returns {rules_version, status_1, payload_1, status_2, payload_2, ...} with status
 --   "ok" (payload: new account version), "dup" (payload: the stored output), "stale" (a seq
---   not above the deal's: nothing applied) or "conflict" (state moved under us: the worker
---   reloads and recomputes that item).
+--   not above the deal's: nothing applied), "parked" (now or before) or "conflict" (state
+--   moved under us: the worker reloads and recomputes that item); "parked" has payload "again"
+--   when it was parked before (a duplicate).
 --
 -- Keys are computed from ARGV, so this script is for a single Redis (not Redis Cluster).
 local version = redis.call('GET', KEYS[1]) or '0'
@@ -33,6 +41,14 @@ end
 local function above(a, b)
   return #a > #b or (#a == #b and a > b)
 end
+local PARKED = 'parked'
+local function park(it)
+  local member = string.format('%012d', redis.call('INCR', it.p.q)) .. '|' .. it.p.m
+  redis.call('ZADD', it.p.k, it.p.c, member)
+  redis.call('ZADD', it.p.a, it.p.t, it.p.l .. '|' .. member)
+  redis.call('SADD', it.p.s, it.p.l)
+  redis.call('HSET', it.d, 'rev:' .. it.r, PARKED)
+end
 local out = {version}
 -- Once an account or deal was not applied as the worker assumed, its later items in this
 -- batch were computed on a false premise: they must not apply even if a version matches.
@@ -40,9 +56,20 @@ local broken = {}
 for i = 2, #ARGV do
   local it = cjson.decode(ARGV[i])
   local stored = redis.call('HGET', it.d, 'rev:' .. it.r)
+  if stored == PARKED and not it.p then
+    stored = false  -- parked, and attributed now: settled (unparked once its credits are out)
+  end
   local current = it.q ~= '' and redis.call('HGET', it.d, 'seq')
   local stale = current and not stored and not above(it.q, current)
-  if stored or stale then
+  if it.p and (not stored or stored == PARKED) then
+    out[#out + 1] = PARKED
+    out[#out + 1] = stored and 'again' or ''  -- again: a redelivery, parked before
+    if stored then
+      redis.call('HINCRBY', it.d, 'dups', 1)
+    else
+      park(it)
+    end
+  elseif stored or stale then
     -- Recorded as a count per deal (SPEC 4.3 [r2]: duplicate and stale are reasons too):
     -- bounded however often a crash makes Kafka redeliver, unlike a journal entry each.
     redis.call('HINCRBY', it.d, stored and 'dups' or 'stales', 1)

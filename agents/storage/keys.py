@@ -4,8 +4,13 @@ from __future__ import annotations
 
 __all__ = [
     "ACCOUNT",
+    "CRM_SEEN",
     "DEAL",
     "LOGIN_DEALS",
+    "PARKED",
+    "PARKED_ALL",
+    "PARKED_LOGINS",
+    "PARKED_SEQ",
     "PREFIX",
     "REQUEST",
     "REWARD",
@@ -51,3 +56,14 @@ SETTLE_OUTBOX = "rebate:settle:outbox"
 once its event is acknowledged by the broker; re-published if a worker died holding it."""
 SEEDS = "rebate:seeds"
 """SET of fingerprints of the seeds loaded: loading the same seed again changes nothing."""
+CRM_SEEN = "rebate:crm:seen"
+"""SET of the back-office event ids applied: a redelivered event changes nothing."""
+PARKED = "rebate:parked:{login}"
+"""ZSET of the fills parked for a login not attributed yet, scored by close_time (epoch
+seconds); member: a 12-digit park sequence number, `|`, then the fill's JSON as received."""
+PARKED_ALL = "rebate:parked"
+"""ZSET `<login>|<PARKED member>` -> when it was parked (epoch seconds): the park_hours timer."""
+PARKED_LOGINS = "rebate:parked:logins"
+"""SET of the logins with parked fills: what to look at when the rules move."""
+PARKED_SEQ = "rebate:parked:seq"
+"""Counter numbering parked fills: fills with the same close_time are settled in arrival order."""

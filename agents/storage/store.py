@@ -40,6 +40,9 @@ from engine.state import AccountState, DealJournal, Output, Standing
 __all__ = [
     "UNAVAILABLE",
     "ApplyItem",
+    "EventStatus",
+    "Park",
+    "ParkedFill",
     "RedisStore",
     "StaleRules",
     "WalletStatus",
@@ -55,8 +58,11 @@ def _script(name: str) -> str:
 _APPLY = _script("apply.lua")
 _WALLET = _script("wallet.lua")
 _SETTLE = _script("settle.lua")
+_CRM = _script("crm.lua")
+_UNPARK = _script("unpark.lua")
 
 WalletStatus = Literal["ok", "dup", "conflict", "stale_rules"]
+EventStatus = Literal["ok", "dup", "stale_rules"]
 
 
 UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
@@ -82,6 +88,28 @@ class StaleRules(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Park:
+    """A fill to park instead of settling (its login is not attributed yet: SPEC 4.2 r2)."""
+
+    fill_json: str  # as received: settled or dead-lettered as it is later
+    close_s: float
+    parked_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedFill:
+    """A fill waiting in the park: its login, its members in the two ZSETs, its JSON."""
+
+    login: int
+    member: str  # in the login's ZSET: 12-digit park number, "|", the fill as received
+    parked_s: float | None = None
+
+    @property
+    def value(self) -> bytes:
+        return self.member.split("|", 1)[1].encode()
+
+
+@dataclass(frozen=True, slots=True)
 class ApplyItem:
     """One fill revision's state change, as the Lua script takes it."""
 
@@ -101,10 +129,24 @@ class ApplyItem:
     journal_entry: str  # codec.encode_journal_entry: the fill, outcome and reasons
     close_epoch: int  # the fill's close_time, epoch seconds: its place in the login's index
     lots: tuple[LotsIncrement, ...] = ()
+    park: Park | None = None
 
     def to_arg(self) -> bytes:
+        parking: dict[str, Any] = {}
+        if self.park is not None:
+            parking["p"] = {
+                "k": keys.PARKED.format(login=self.login),
+                "a": keys.PARKED_ALL,
+                "q": keys.PARKED_SEQ,
+                "l": str(self.login),
+                "s": keys.PARKED_LOGINS,
+                "m": self.park.fill_json,
+                "c": repr(self.park.close_s),
+                "t": repr(self.park.parked_s),
+            }
         return orjson.dumps(
             {
+                **parking,
                 "a": keys.ACCOUNT.format(login=self.login),
                 "av": self.expected_version,
                 "as": encode_account(self.account),
@@ -144,6 +186,8 @@ class RedisStore:
         self._apply = redis.register_script(_APPLY)
         self._wallet = redis.register_script(_WALLET)
         self._settle = redis.register_script(_SETTLE)
+        self._crm = redis.register_script(_CRM)
+        self._unpark = redis.register_script(_UNPARK)
         # The fills and wallet-command agents share this store: one refresh at a time, or
         # both could fold the same new log entries and skip the ones after them.
         self._rules_lock = asyncio.Lock()
@@ -175,6 +219,23 @@ class RedisStore:
             pipe.incr(keys.RULES_VERSION)
             _, version = await pipe.execute()
         return int(version)
+
+    async def append_event_change(self, event_id: str, change: Change) -> EventStatus:
+        """Append a back-office event's change, checked against the cached rules, once per id.
+
+        "dup": the event was applied before; "stale_rules": the rules moved since they were
+        folded (refresh and check again); "ok": appended, with the id recorded in the same
+        script (agents/storage/crm.lua), so a crash never applies an event twice.
+        """
+        status, _ = await self._crm(
+            keys=[keys.RULES_VERSION, keys.RULES_LOG, keys.CRM_SEEN],
+            args=[str(self.rules_version), event_id, encode_change(change)],
+        )
+        return _text(status)  # type: ignore[return-value]
+
+    async def event_seen(self, event_id: str) -> bool:
+        """Whether a back-office event was applied already (checked again when appending)."""
+        return bool(await self.redis.sismember(keys.CRM_SEEN, event_id))
 
     async def rule_changes(self) -> list[Change]:
         return [decode_change(e) for e in await self.redis.lrange(keys.RULES_LOG, 0, -1)]
@@ -407,6 +468,60 @@ class RedisStore:
         """Take published settlement records out of the outbox for good."""
         if records:
             await self.redis.zrem(keys.SETTLE_OUTBOX, *records)
+
+    # -- parked fills (agents/storage/apply.lua parks them, unpark.lua releases them) ---------
+
+    async def parked_summary(self) -> tuple[int, float | None]:
+        """How many fills are parked, and when the oldest was parked (epoch seconds)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.PARKED_ALL)
+            pipe.zrange(keys.PARKED_ALL, 0, 0, withscores=True)
+            count, oldest = await pipe.execute()
+        return int(count), (float(oldest[0][1]) if oldest else None)
+
+    async def parked_since(self, cutoff_s: float, limit: int) -> list[ParkedFill]:
+        """The fills parked at or before `cutoff_s`, oldest first."""
+        rows = await self.redis.zrangebyscore(
+            keys.PARKED_ALL, "-inf", cutoff_s, start=0, num=limit, withscores=True
+        )
+        parked = []
+        for raw, score in rows:  # type: ignore[str-unpack]  # withscores: (member, score) pairs
+            login, _, member = _text(raw).partition("|")
+            parked.append(ParkedFill(int(login), member, float(score)))
+        return parked
+
+    async def parked_logins(self) -> list[int]:
+        """The logins with parked fills."""
+        return sorted(int(_text(m)) for m in await self.redis.smembers(keys.PARKED_LOGINS))
+
+    async def parked_of(self, login: int) -> list[ParkedFill]:
+        """A login's parked fills in close-time order (ties: in the order they were parked)."""
+        members = await self.redis.zrange(keys.PARKED.format(login=login), 0, -1)
+        return [ParkedFill(login, _text(m)) for m in members]
+
+    async def unpark(self, fills: Sequence[tuple[ParkedFill, str, int, str]], *, dead: bool) -> int:
+        """Take (parked fill, server, deal, revision) out of the park once published; returns
+        how many left (a fill parked again meanwhile stays, unless `dead`)."""
+        if not fills:
+            return 0
+        entries = [
+            orjson.dumps(
+                {
+                    "k": keys.PARKED.format(login=p.login),
+                    "m": p.member,
+                    "l": f"{p.login}|{p.member}",
+                    "d": keys.DEAL.format(server=server, deal=deal),
+                    "r": revision,
+                    "n": str(p.login),
+                }
+            )
+            for p, server, deal, revision in fills
+        ]
+        removed = await self._unpark(
+            keys=[keys.PARKED_ALL, keys.PARKED_LOGINS],
+            args=["dead" if dead else "settled", *entries],
+        )
+        return int(removed)
 
     # -- journals, for support (`explain --live`) ------------------------------------------------
 
