@@ -28,11 +28,10 @@ from agents.storage.codec import (
     encode_standing,
 )
 from agents.storage.store import ApplyItem, Park, RedisStore, StaleRules
-from engine.credits import Credit
 from engine.errors import BadFill, ConfigError
 from engine.fill import Fill, decode_fill
 from engine.settle import Outcome, Reason, Settlement, settle
-from engine.settlement import SlotMemo, payout_increments
+from engine.settlement import SlotMemo, payout_increments, reversed_credits
 from engine.state import AccountState, DealJournal, Output, Standing
 
 __all__ = ["FillProcessor"]
@@ -221,7 +220,9 @@ class FillProcessor:
                 continue
             p.settlement, p.output = s, s.output
             p.encoded = {c.credit_id: credit_json(c) for c in s.credits}
-            payouts = payout_increments(s.credits, _reversed(s, standing), self.store.book, slots)
+            payouts = payout_increments(
+                s.credits, reversed_credits(s.credits, standing), self.store.book, slots
+            )
             item = ApplyItem(
                 login=fill.login,
                 expected_version=version,
@@ -290,13 +291,6 @@ class FillProcessor:
         self.metrics.redis_seconds.labels(op).observe(time.perf_counter() - start)
         self.metrics.redis_up.set(1)
         return value
-
-
-def _reversed(s: Settlement, standing: Standing | None) -> tuple[Credit, ...]:
-    """The credits a revision takes back: all that stood for its deal, if it reverses any."""
-    if standing is None or not any(c.kind == "reversal" for c in s.credits):
-        return ()
-    return standing.credits
 
 
 def _unchanged(s: Settlement | None, outcome: Outcome, output: Output) -> Settlement | None:

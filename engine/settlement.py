@@ -32,6 +32,7 @@ from engine.payouts import (
     settlement_id,
 )
 from engine.rules import RuleBook
+from engine.state import Standing
 
 __all__ = [
     "LOTS_EXPONENT",
@@ -43,6 +44,7 @@ __all__ = [
     "lots_units",
     "parse_slot",
     "payout_increments",
+    "reversed_credits",
     "settlement_event",
     "settlement_id",
     "slot_label",
@@ -163,3 +165,10 @@ def _direct_earning(credits: list[Credit]) -> tuple[str, str, Decimal] | None:
             if ib is not None:
                 return str(ib), str(c.fill["close_time"]), fill_std_lots(c.basis, c.fill)
     return None
+
+
+def reversed_credits(credits: Iterable[Credit], standing: Standing | None) -> tuple[Credit, ...]:
+    """The credits a revision takes back: all that stood for its deal, if it reverses any."""
+    if standing is None or not any(c.kind == "reversal" for c in credits):
+        return ()
+    return standing.credits

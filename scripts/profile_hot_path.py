@@ -31,13 +31,12 @@ from agents.storage.codec import (
 )
 from agents.storage.store import ApplyItem
 from agents.tuning import tune_gc
-from engine.credits import Credit
 from engine.errors import BadFill, ConfigError
 from engine.fill import decode_fill
 from engine.ledger import Ledger
-from engine.settle import UNCHANGED_OUTCOMES, Settlement
-from engine.settlement import SlotMemo, payout_increments
-from engine.state import DealJournal, Standing
+from engine.settle import UNCHANGED_OUTCOMES
+from engine.settlement import SlotMemo, payout_increments, reversed_credits
+from engine.state import DealJournal
 from harness.bench.config import BenchConfig
 from harness.bench.workload import Workload, engine_only, make_workload
 
@@ -48,13 +47,6 @@ BATCH = 500  # the worker's slot memo lives one round (a batch); the bench's max
 def workload(fills: int) -> Workload:
     out = Path(tempfile.mkdtemp(prefix="profile-hot-path-"))
     return make_workload(BenchConfig(out_dir=out), fills, Console(stderr=True, quiet=True))
-
-
-def _reversed(s: Settlement, standing: Standing | None) -> tuple[Credit, ...]:
-    # As agents/fills.py: the credits a revision takes back, when it reverses any.
-    if standing is None or not any(c.kind == "reversal" for c in s.credits):
-        return ()
-    return standing.credits
 
 
 def worker_path(w: Workload, clock: Callable[[], int]) -> tuple[dict[str, int], int, int]:
@@ -88,7 +80,9 @@ def worker_path(w: Workload, clock: Callable[[], int]) -> tuple[dict[str, int], 
             continue
         encoded = {c.credit_id: credit_json(c) for c in s.credits}
         t3 = clock()
-        payouts = payout_increments(s.credits, _reversed(s, standing), ledger.book, memo)
+        payouts = payout_increments(
+            s.credits, reversed_credits(s.credits, standing), ledger.book, memo
+        )
         t4 = clock()
         standing_json = encode_standing(s.standing, encoded) if s.standing else ""
         t5 = clock()
