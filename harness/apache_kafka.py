@@ -199,8 +199,13 @@ def resolve_kafka(version: str = KAFKA_VERSION) -> Path:
 
 
 def _cluster_id() -> str:
-    # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
-    return urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding. Like Kafka's
+    # own Uuid.randomUuid, never one starting with "-": kafka-storage's argument parser takes
+    # it for an option (`--cluster-id: expected one argument`), 1 start in 64 otherwise.
+    while True:
+        ident = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not ident.startswith("-"):
+            return ident
 
 
 class ApacheKafka:

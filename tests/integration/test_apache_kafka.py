@@ -4,12 +4,14 @@ and a restart on the same log dir and ports, and stopping leaves no process behi
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from agents.settings import Settings
+from harness import apache_kafka
 from harness.apache_kafka import ApacheKafka
 from tests.integration.fixtures import read_topic
 
@@ -61,3 +63,10 @@ def test_stop_leaves_no_process_and_no_files(broker: str) -> None:
     assert _gone(pid)
     assert not work_dir.exists()
     kafka.stop()  # idempotent
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0xf8 as the first byte encodes to "-" in URL-safe base64: the first draw must be refused.
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x10" + bytes(15))])
+    monkeypatch.setattr(apache_kafka.uuid, "uuid4", lambda: next(draws))
+    assert apache_kafka._cluster_id() == "EAAAAAAAAAAAAAAAAAAAAA"
