@@ -27,6 +27,7 @@ from agents.crm import CrmEventHandler
 from agents.fills import FillProcessor
 from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
+from agents.late import LateResettlement
 from agents.parked import ParkRelease
 from agents.settings import Settings
 from agents.settlement import PeriodSettlement
@@ -215,7 +216,12 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
     )
     configure_app(app, settings)
     store = RedisStore(connect(settings), depth_limit=settings.attribution_depth_limit)
-    processor = FillProcessor(store, metrics, output_topics(settings))
+    processor = FillProcessor(
+        store,
+        metrics,
+        output_topics(settings),
+        correction_window_hours=settings.correction_window_hours,
+    )
     engine = Engine(settings, app, store, processor, metrics)
     for name, topic in settings.topics.items():
         engine.topics[name] = app.topic(topic, key_serializer="raw", value_serializer="raw")
@@ -299,7 +305,12 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
         store,
         # A processor of its own: its cached wallet state is not the fills agent's (the script's
         # compare-and-set keeps both right when they meet on a login).
-        FillProcessor(store, metrics, output_topics(settings)),
+        FillProcessor(
+            store,
+            metrics,
+            output_topics(settings),
+            correction_window_hours=settings.correction_window_hours,
+        ),
         metrics,
         fills_topic=settings.topic_fills,
         dead_letter_topic=settings.topic_fills_dlq,
@@ -307,14 +318,19 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
         batch_max=settings.batch_max,
     )
 
+    # Late back-office changes (SPEC 3 r2): their re-settlement jobs, run by the same worker.
+    late_changes = LateResettlement(store, metrics, output_topics(settings))
+
     @app.timer(settings.park_check_s)  # type: ignore[untyped-decorator]
     async def release_parked() -> None:
         try:
             await park_release.update_metrics(time.time())
+            await late_changes.update_metrics()
             if any(tp.topic == settings.topic_crm_events for tp in engine._assignment()):
                 await park_release.release(engine.publish, time.time())
+                await late_changes.run(engine.publish)
         except UNAVAILABLE as exc:
-            log.warning("parked fills: trying again next tick: %s", exc)
+            log.warning("parked fills / late changes: trying again next tick: %s", exc)
 
     @app.timer(settings.settlement_interval_s)  # type: ignore[untyped-decorator]
     async def settle_hours() -> None:

@@ -5,7 +5,8 @@ order) and returns the dead letters to publish. Each event is decoded and checke
 engine/crm.py against the rules in force at its `at` (the same change the admin command of
 that name makes), then appended to the rules log with its id in one script
 (agents/storage/crm.lua): a redelivered event changes nothing. Workers refold their rules when
-the version moves, so the next fills see the change.
+the version moves, so the next fills see the change; the same script records the change's
+re-settlement job (the logins it touches), which agents/late.py runs for fills already settled.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 
 from agents.messages import Outgoing, Record, dead_letter
 from agents.metrics import Metrics
-from agents.storage.store import RedisStore
+from agents.storage.store import RedisStore, ResettleJob
 from engine.crm import (
     EVENT_TYPES,
     CrmEvent,
@@ -25,6 +26,7 @@ from engine.crm import (
     check_window,
     decode_event,
 )
+from engine.late import touched_logins
 
 __all__ = ["CrmEventHandler"]
 
@@ -74,7 +76,18 @@ class CrmEventHandler:
             await self.store.refresh_rules()
             checked = check_event(event, self.store.book)
             check_folds(checked, self.store.book)
-            status = await self.store.append_event_change(event.event_id, checked.change)
+            job = ResettleJob(
+                event.event_id,
+                event.at,
+                tuple(sorted(touched_logins(self.store.book, checked.change))),
+            )
+            status = await self.store.append_event_change(
+                event.event_id,
+                checked.change,
+                job,
+                now_s=self.clock().timestamp(),
+                window_s=self.correction_window_hours * 3600,
+            )
             if status == "stale_rules":
                 continue
             if status == "dup":

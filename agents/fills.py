@@ -60,9 +60,16 @@ class FillProcessor:
         metrics: Metrics,
         topics: Topics,
         clock: Callable[[], float] = time.time,
+        *,
+        correction_window_hours: float | None = 168,
     ) -> None:
         self.store = store
         self.clock = clock  # when a fill is parked (epoch seconds): park_hours count from it
+        # Settled deals are indexed for late re-settlement (agents/late.py) back to this far
+        # before the clock; None: not indexed (nothing to re-settle them from).
+        self.correction_window_s = (
+            None if correction_window_hours is None else correction_window_hours * 3600
+        )
         self.metrics = metrics
         self.topics = topics
         self._accounts: dict[int, tuple[int, AccountState]] = {}
@@ -206,6 +213,8 @@ class FillProcessor:
         accounts = dict(self._accounts)
         deals = dict(loaded)
         slots: SlotMemo = {}  # this round's book: a rules change redoes the round
+        window = self.correction_window_s
+        settled_floor = None if window is None else int(self.clock() - window)
         for p in todo:
             fill = p.fill
             deal_key = (fill.server, fill.deal)
@@ -247,6 +256,7 @@ class FillProcessor:
                 ),
                 close_epoch=int(fill.close_time.timestamp()),
                 park=self._park(p, s, standing),
+                settled_floor=settled_floor,
             )
             items.append((item, p))
             if item.park is None:

@@ -152,6 +152,16 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.resettled_deals = Counter(
+            "rebate_resettled_deals",
+            "Deals settled again because a back-office change arrived after them (late_change)",
+            registry=r,
+        )
+        self.resettle_jobs_pending = Gauge(
+            "rebate_resettle_jobs_pending",
+            "Late changes whose re-settlement is not done yet (jobs in Redis)",
+            registry=r,
+        )
 
         self._zero_known_labels()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +32,7 @@ import orjson
 from engine import changes
 from engine.changes import REFUSAL_REASONS, ChangeRefused
 from engine.errors import ConfigError
+from engine.late import too_late
 from engine.replay import Problem
 from engine.rules import Change, Ib, RuleBook
 from engine.seed import parse_time
@@ -156,7 +157,7 @@ def check_window(event: CrmEvent, now: datetime, window_hours: int) -> None:
 
     Such a change would re-settle fills older than the correction window: a person decides.
     """
-    if now - event.at > timedelta(hours=window_hours):
+    if too_late(event.at, now, window_hours):
         raise CrmEventError(
             "too_late",
             f"at: {event.body['at']} is more than {window_hours} h before {_z(now)} "

@@ -372,6 +372,11 @@ class RuleBook:
     def subjects(self, subject: str) -> list[str]:
         return sorted(ident for (s, ident) in self._timelines if s == subject)
 
+    def versions(self, subject: str, ident: str) -> tuple[object, ...]:
+        """Every version the subject had, oldest first (engine/late.py: what a change touches)."""
+        timeline = self._timelines.get((subject, ident))
+        return tuple(timeline.values) if timeline else ()
+
     def resolve(self, login: int, at: datetime) -> Attribution | None:
         """The attribution in force at `at`; None for a login unknown at that time.
 

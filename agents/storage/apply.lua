@@ -16,7 +16,9 @@
 --      (a tiered IB's direct earning fill; negative when reversed)
 --   j  journal entry JSON (the fill's bytes, outcome, reasons: SPEC 4.3 [r2]), stored under
 --      j:<n>, n the deal's next order number (field n); `explain --live` reads them in order
---   x  [login deals key, "server:deal", close_time epoch]: the login's deal index (ZSET)
+--   x  [login deals key, "server:deal", close_time epoch]: the login's deal index (ZSET);
+--      [r2, late re-settlement] optionally then [settled key, floor epoch]: the same member in
+--      the login's bounded index of settled deals, trimmed below the floor (keys.LOGIN_SETTLED)
 --   p  present for a fill whose login is not attributed yet (SPEC 4.2 r2): it is parked
 --      instead, {k: the login's park ZSET, a: the global one, q: the park counter, l: login,
 --      s: the SET of logins with parked fills,
@@ -90,6 +92,10 @@ for i = 2, #ARGV do
       redis.call('HSET', it.d, 'rev:' .. it.r, it.o)
       redis.call('HSET', it.d, 'j:' .. redis.call('HINCRBY', it.d, 'n', 1), it.j)
       redis.call('ZADD', it.x[1], it.x[3], it.x[2])
+      if it.x[4] then
+        redis.call('ZADD', it.x[4], it.x[3], it.x[2])
+        redis.call('ZREMRANGEBYSCORE', it.x[4], '-inf', '(' .. it.x[5])
+      end
       if it.q ~= '' then
         redis.call('HSET', it.d, 'seq', it.q)
       end

@@ -7,12 +7,15 @@ __all__ = [
     "CRM_SEEN",
     "DEAL",
     "LOGIN_DEALS",
+    "LOGIN_SETTLED",
     "PARKED",
     "PARKED_ALL",
     "PARKED_LOGINS",
     "PARKED_SEQ",
     "PREFIX",
     "REQUEST",
+    "RESETTLE_DONE",
+    "RESETTLE_JOBS",
     "REWARD",
     "RULES_LOG",
     "RULES_VERSION",
@@ -57,7 +60,21 @@ once its event is acknowledged by the broker; re-published if a worker died hold
 SEEDS = "rebate:seeds"
 """SET of fingerprints of the seeds loaded: loading the same seed again changes nothing."""
 CRM_SEEN = "rebate:crm:seen"
-"""SET of the back-office event ids applied: a redelivered event changes nothing."""
+"""ZSET of the back-office event ids applied -> when (epoch seconds): a redelivered event
+changes nothing. Trimmed at the correction window: an event whose `at` is older than the window
+is refused `too_late` before its id is looked at, so forgetting the id of an event that arrived
+longer ago than that is safe (its `at` is older still, events are not effective later than
+they arrive)."""
+LOGIN_SETTLED = "rebate:login:{login}:settled"
+"""ZSET "<server>:<deal>" -> close_time epoch seconds: the deals a login settled (earning or
+not), trimmed below now - correction_window_hours on every write. What a late change re-settles
+(engine/late.py); LOGIN_DEALS, unbounded, is for `explain --login`."""
+RESETTLE_JOBS = "rebate:resettle:jobs"
+"""LIST of re-settlement jobs (JSON {id, at, logins}), written with the change they are for
+(crm.lua, admin) and removed once their output is published (agents/late.py)."""
+RESETTLE_DONE = "rebate:resettle:done:{job}"
+"""HASH login -> the outputs (JSON list) its re-settlement for the job emitted, written with it
+(resettle.lua): a rerun after a crash publishes them again. Deleted with the job."""
 PARKED = "rebate:parked:{login}"
 """ZSET of the fills parked for a login not attributed yet, scored by close_time (epoch
 seconds); member: a 12-digit park sequence number, `|`, then the fill's JSON as received."""

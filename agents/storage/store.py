@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from importlib import resources
 from typing import Any, Literal
@@ -30,7 +31,9 @@ from agents.storage.codec import (
     decode_standing,
     encode_account,
     encode_change,
+    iso_z,
 )
+from engine.fill import Fill
 from engine.money import cents
 from engine.rules import Change, RuleBook
 from engine.seed import Seed
@@ -44,7 +47,10 @@ __all__ = [
     "Park",
     "ParkedFill",
     "RedisStore",
+    "ResettleDeal",
+    "ResettleJob",
     "StaleRules",
+    "StoredDeal",
     "WalletStatus",
     "connect",
     "load_seed_into",
@@ -60,6 +66,7 @@ _WALLET = _script("wallet.lua")
 _SETTLE = _script("settle.lua")
 _CRM = _script("crm.lua")
 _UNPARK = _script("unpark.lua")
+_RESETTLE = _script("resettle.lua")
 
 WalletStatus = Literal["ok", "dup", "conflict", "stale_rules"]
 EventStatus = Literal["ok", "dup", "stale_rules"]
@@ -130,6 +137,9 @@ class ApplyItem:
     close_epoch: int  # the fill's close_time, epoch seconds: its place in the login's index
     lots: tuple[LotsIncrement, ...] = ()
     park: Park | None = None
+    # now - correction_window_hours (epoch seconds): the deal joins the login's bounded index
+    # of settled deals, trimmed below this (late re-settlement, agents/late.py); None: it does not
+    settled_floor: int | None = None
 
     def to_arg(self) -> bytes:
         parking: dict[str, Any] = {}
@@ -167,8 +177,89 @@ class ApplyItem:
                     keys.LOGIN_DEALS.format(login=self.login),
                     f"{self.server}:{self.deal}",
                     self.close_epoch,
+                    *(
+                        ()
+                        if self.settled_floor is None
+                        else (keys.LOGIN_SETTLED.format(login=self.login), self.settled_floor)
+                    ),
                 ],
                 # A string: HINCRBY takes it as a 64-bit integer, where Lua numbers are doubles.
+                "l": [
+                    (keys.TIER_LOTS.format(slot=t.slot), t.ib, str(lots_units(t.std_lots)), *t[2:])
+                    for t in self.lots
+                ],
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResettleJob:
+    """A late change's re-settlement to do: its id (event id, or an admin change's hash), its
+    `at`, the logins it touches (engine/late.py `touched_logins`)."""
+
+    id: str
+    at: datetime
+    logins: tuple[int, ...]
+    raw: bytes = b""  # as stored: what removes it
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"id": self.id, "at": iso_z(self.at), "logins": list(self.logins)})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ResettleJob:
+        data = orjson.loads(raw)
+        at = datetime.fromisoformat(data["at"])
+        return cls(data["id"], at, tuple(data["logins"]), _bytes(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeal:
+    """A settled deal of a login: its last journal entry (revision, fill) and what stands."""
+
+    server: str
+    deal: int
+    revision: str
+    fill: Fill
+    fill_json: bytes  # as received, for the re-settlement's journal entry
+    standing: Standing | None
+
+    @classmethod
+    def of(cls, server: str, deal: int, entry: bytes | str, standing: Any) -> StoredDeal:
+        data = orjson.loads(entry)
+        fill_json = orjson.dumps(data["fill"])
+        decoded = decode_journal_entry(entry)
+        return cls(server, deal, decoded.revision, decoded.fill, fill_json, decode_standing(standing))
+
+
+@dataclass(frozen=True, slots=True)
+class ResettleDeal:
+    """One deal's part of a login's re-settlement, as resettle.lua takes it."""
+
+    server: str
+    deal: int
+    expected_standing: str
+    revision: str
+    output_json: str
+    standing_json: str
+    journal_entry: str
+    rewards: tuple[tuple[str, Decimal], ...]
+    settlements: tuple[SettlementIncrement, ...]
+    lots: tuple[LotsIncrement, ...]
+
+    def to_arg(self) -> bytes:
+        return orjson.dumps(
+            {
+                "d": keys.DEAL.format(server=self.server, deal=self.deal),
+                "sr": self.expected_standing,
+                "r": self.revision,
+                "o": self.output_json,
+                "ns": self.standing_json,
+                "j": self.journal_entry,
+                "w": [[keys.REWARD.format(client=c), cents(a)] for c, a in self.rewards],
+                "s": [
+                    (keys.SETTLE_SLOT.format(slot=s.slot), s.ib, cents(s.amount), *s[2:])
+                    for s in self.settlements
+                ],
                 "l": [
                     (keys.TIER_LOTS.format(slot=t.slot), t.ib, str(lots_units(t.std_lots)), *t[2:])
                     for t in self.lots
@@ -188,6 +279,7 @@ class RedisStore:
         self._settle = redis.register_script(_SETTLE)
         self._crm = redis.register_script(_CRM)
         self._unpark = redis.register_script(_UNPARK)
+        self._resettle = redis.register_script(_RESETTLE)
         # The fills and wallet-command agents share this store: one refresh at a time, or
         # both could fold the same new log entries and skip the ones after them.
         self._rules_lock = asyncio.Lock()
@@ -220,22 +312,44 @@ class RedisStore:
             _, version = await pipe.execute()
         return int(version)
 
-    async def append_event_change(self, event_id: str, change: Change) -> EventStatus:
+    async def append_event_change(
+        self, event_id: str, change: Change, job: ResettleJob, *, now_s: float, window_s: float
+    ) -> EventStatus:
         """Append a back-office event's change, checked against the cached rules, once per id.
 
         "dup": the event was applied before; "stale_rules": the rules moved since they were
-        folded (refresh and check again); "ok": appended, with the id recorded in the same
-        script (agents/storage/crm.lua), so a crash never applies an event twice.
+        folded (refresh and check again); "ok": appended, with the id and the change's
+        re-settlement `job` recorded in the same script (agents/storage/crm.lua), so a crash
+        never applies an event twice nor loses its re-settlement. Ids are kept `window_s`
+        seconds after the later of `now_s` and the change's `at`.
         """
         status, _ = await self._crm(
-            keys=[keys.RULES_VERSION, keys.RULES_LOG, keys.CRM_SEEN],
-            args=[str(self.rules_version), event_id, encode_change(change)],
+            keys=[keys.RULES_VERSION, keys.RULES_LOG, keys.CRM_SEEN, keys.RESETTLE_JOBS],
+            args=[
+                str(self.rules_version),
+                event_id,
+                encode_change(change),
+                repr(max(now_s, change.at.timestamp())),
+                repr(now_s - window_s),
+                job.to_json(),
+            ],
         )
         return _text(status)  # type: ignore[return-value]
 
     async def event_seen(self, event_id: str) -> bool:
         """Whether a back-office event was applied already (checked again when appending)."""
-        return bool(await self.redis.sismember(keys.CRM_SEEN, event_id))
+        if await self.redis.type(keys.CRM_SEEN) in (b"set", "set"):
+            return bool(await self.redis.sismember(keys.CRM_SEEN, event_id))  # until crm.lua
+        return await self.redis.zscore(keys.CRM_SEEN, event_id) is not None
+
+    async def append_change_with_job(self, change: Change, job: ResettleJob) -> int:
+        """Append an admin change and its re-settlement job in one transaction; the new version."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(keys.RULES_LOG, encode_change(change))
+            pipe.incr(keys.RULES_VERSION)
+            pipe.rpush(keys.RESETTLE_JOBS, job.to_json())
+            _, version, _ = await pipe.execute()
+        return int(version)
 
     async def rule_changes(self) -> list[Change]:
         return [decode_change(e) for e in await self.redis.lrange(keys.RULES_LOG, 0, -1)]
@@ -552,6 +666,84 @@ class RedisStore:
         """The login's deals as (server, deal), by close_time."""
         members = await self.redis.zrange(keys.LOGIN_DEALS.format(login=login), 0, -1)
         return [(server, int(deal)) for server, deal in (_text(m).rsplit(":", 1) for m in members)]
+
+    # -- late re-settlement (agents/late.py; resettle.lua applies it) ---------------------------
+
+    async def resettle_jobs(self, limit: int) -> list[ResettleJob]:
+        """The oldest pending re-settlement jobs, in the order their changes were appended."""
+        return [ResettleJob.from_json(raw) for raw in await self.redis.lrange(
+            keys.RESETTLE_JOBS, 0, limit - 1
+        )]  # fmt: skip
+
+    async def pending_resettle_jobs(self) -> int:
+        return int(await self.redis.llen(keys.RESETTLE_JOBS))
+
+    async def settled_deals(
+        self, login: int, since_epoch: int
+    ) -> tuple[int, AccountState, list[StoredDeal]]:
+        """The login's account (version, state) and its indexed deals closed at or after
+        `since_epoch`, each with its last journal entry and what stands."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(keys.ACCOUNT.format(login=login), "v", "s")
+            pipe.zrangebyscore(keys.LOGIN_SETTLED.format(login=login), since_epoch, "+inf")
+            (v, state), members = await pipe.execute()
+        deals = [(server, int(deal)) for server, deal in (_text(m).rsplit(":", 1) for m in members)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for server, deal in deals:
+                pipe.hmget(keys.DEAL.format(server=server, deal=deal), "n", "standing")
+            heads = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (server, deal), (n, _) in zip(deals, heads, strict=True):
+                pipe.hget(keys.DEAL.format(server=server, deal=deal), f"j:{_text(n or b'0')}")
+            entries = await pipe.execute()
+        stored = [
+            StoredDeal.of(server, deal, entry, standing)
+            for (server, deal), (_, standing), entry in zip(deals, heads, entries, strict=True)
+            if entry is not None
+        ]
+        return int(v or 0), decode_account(login, state), stored
+
+    async def apply_resettle(
+        self,
+        job: ResettleJob,
+        login: int,
+        expected_version: int,
+        account: AccountState,
+        outputs: Sequence[str],
+        deals: Sequence[ResettleDeal],
+    ) -> tuple[str, list[str]]:
+        """Apply a login's re-settlement (resettle.lua): ("ok", []) | ("dup", the outputs
+        stored then) | ("conflict", []) | ("stale_rules", [])."""
+        status, payload = await self._resettle(
+            keys=[
+                keys.RULES_VERSION,
+                keys.SETTLE_DIRTY,
+                keys.RESETTLE_DONE.format(job=job.id),
+                keys.ACCOUNT.format(login=login),
+            ],
+            args=[
+                str(self.rules_version),
+                str(login),
+                expected_version,
+                encode_account(account),
+                orjson.dumps(list(outputs)),
+                *(d.to_arg() for d in deals),
+            ],
+        )
+        head = _text(status)
+        return head, (orjson.loads(payload) if head == "dup" else [])
+
+    async def resettled(self, job: ResettleJob, login: int) -> list[str] | None:
+        """The outputs the login's re-settlement for `job` emitted, if it was applied."""
+        raw = await self.redis.hget(keys.RESETTLE_DONE.format(job=job.id), str(login))
+        return None if raw is None else list(orjson.loads(raw))
+
+    async def finish_resettle_job(self, job: ResettleJob) -> None:
+        """Remove a job whose outputs are published, with what it recorded for reruns."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(keys.RESETTLE_JOBS, 1, job.raw or job.to_json())
+            pipe.delete(keys.RESETTLE_DONE.format(job=job.id))
+            await pipe.execute()
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
