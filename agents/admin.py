@@ -3,7 +3,9 @@
 Every subcommand appends one effective-dated `engine.rules.Change` to the rules log
 (`RedisStore.append_changes`, which bumps the rules version so workers refold). `--at` (ISO-8601
 UTC with Z, default now) is when it takes effect: fills that closed before keep the rules they
-were settled under, so nothing is retroactive.
+were settled under, so nothing is retroactive; fills already settled that closed at or after it
+are settled again by the worker (reason late_change, SPEC 3 r2), and an `--at` more than
+correction_window_hours ago is refused `too_late`.
 
 A change is checked before it is written, against the log folded with the change added:
 references must exist at `--at`, a cancelled rebate cannot come back, and the change must not
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -26,10 +29,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents.settings import Settings
-from agents.storage.codec import iso_z
-from agents.storage.store import UNAVAILABLE, RedisStore, connect
+from agents.storage.codec import encode_change, iso_z
+from agents.storage.store import UNAVAILABLE, RedisStore, ResettleJob, connect
 from engine import changes
 from engine.errors import ConfigError
+from engine.late import too_late, touched_logins
 from engine.payouts import PERIODS
 from engine.rules import Attribution, Change, RuleBook, change_refusal
 
@@ -179,12 +183,22 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 raise _Refused(f"unknown login {args.login} at {_z(at)}")
             print(_describe(args.login, at, attribution))
             return 0
+        now = datetime.now(UTC)
+        if too_late(at, now, settings.correction_window_hours):
+            # The same rule as back-office events (engine/crm.py check_window).
+            raise _Refused(
+                f"too_late: --at {_z(at)} is more than {settings.correction_window_hours} h "
+                f"before {_z(now)} (correction_window_hours); a person decides"
+            )
         builder: _Builder = args.build
         change = builder(args, book, at)
         refusal = change_refusal(existing, [change])
         if refusal is not None:
             raise _Refused(refusal)
-        version = await store.append_changes([change])
+        # Fills already settled at or after --at are settled again by the worker (agents/late.py).
+        job_id = "admin-" + hashlib.blake2b(encode_change(change), digest_size=8).hexdigest()
+        job = ResettleJob(job_id, at, tuple(sorted(touched_logins(book, change))))
+        version = await store.append_change_with_job(change, job)
     except (_Refused, changes.ChangeRefused) as exc:
         print(f"error: {exc}; nothing changed", file=sys.stderr)
         return 2

@@ -25,9 +25,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.crm import CrmEventHandler
 from agents.fills import FillProcessor
+from agents.late import LateResettlement
 from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
-from agents.late import LateResettlement
 from agents.parked import ParkRelease
 from agents.settings import Settings
 from agents.settlement import PeriodSettlement

@@ -1,4 +1,4 @@
-"""Late back-office changes re-settle what they touch (SPEC 3 r2, "Late back-office data converges").
+"""Late back-office changes re-settle what they touch (SPEC 3 r2, "Late back-office data").
 
 A change whose `at` lies before fills already settled (a client moved, a rebate set, an IB's
 plan or parent changed, an account's type) re-settles the fills with close_time >= `at` of the
@@ -64,7 +64,8 @@ def touched_logins(book: RuleBook, change: Change) -> frozenset[int]:
 
     `book` is the rules before the change or with it folded in: the change's own subject is
     named by its id, and a change never alters which IBs lie below the one it changes nor which
-    accounts a client holds (only an account change does, and it names the login). Conservative: every version of a subject counts, not only those in force after `at`, so a
+    accounts a client holds (only an account change does, and it names the login).
+    Conservative: every version of a subject counts, not only those in force after `at`, so a
     login may be named that the change does not affect (its re-settlement finds nothing new).
 
     - an account: that login;
@@ -88,9 +89,7 @@ def touched_logins(book: RuleBook, change: Change) -> frozenset[int]:
     else:
         return frozenset()
     below = _ibs_below(book, ibs)
-    clients = {
-        c for c in book.subjects("client") if below & _field_values(book, "client", c, "ib")
-    }
+    clients = {c for c in book.subjects("client") if below & _field_values(book, "client", c, "ib")}
     return _logins_of_clients(book, clients)
 
 

@@ -228,7 +228,8 @@ class StoredDeal:
         data = orjson.loads(entry)
         fill_json = orjson.dumps(data["fill"])
         decoded = decode_journal_entry(entry)
-        return cls(server, deal, decoded.revision, decoded.fill, fill_json, decode_standing(standing))
+        standing_now = decode_standing(standing)
+        return cls(server, deal, decoded.revision, decoded.fill, fill_json, standing_now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -741,7 +742,7 @@ class RedisStore:
     async def finish_resettle_job(self, job: ResettleJob) -> None:
         """Remove a job whose outputs are published, with what it recorded for reruns."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lrem(keys.RESETTLE_JOBS, 1, job.raw or job.to_json())
+            pipe.lrem(keys.RESETTLE_JOBS, 1, (job.raw or job.to_json()).decode())
             pipe.delete(keys.RESETTLE_DONE.format(job=job.id))
             await pipe.execute()
 
