@@ -4,7 +4,8 @@
 -- ARGV[1]: the rules version the change was checked against; ARGV[2]: the event id;
 -- ARGV[3]: the change JSON; ARGV[4]: the id's score (epoch seconds: the later of now and the
 -- event's `at`); ARGV[5]: now - correction window (ids scored below are forgotten: keys.py
--- CRM_SEEN says why that is safe); ARGV[6]: the re-settlement job JSON (agents/late.py).
+-- CRM_SEEN says why that is safe); ARGV[6]: the re-settlement job JSON (agents/late.py), ""
+-- when the change touches no login.
 -- Returns {"dup", version} when the event was applied before (nothing changes),
 -- {"stale_rules", version} when the rules moved since the check (the worker checks again),
 -- else {"ok", new version}: the change, the version bump, the event id and the job are one
@@ -27,5 +28,7 @@ end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[5])
-redis.call('RPUSH', KEYS[4], ARGV[6])
+if ARGV[6] ~= '' then
+  redis.call('RPUSH', KEYS[4], ARGV[6])
+end
 return {'ok', tostring(redis.call('INCR', KEYS[1]))}

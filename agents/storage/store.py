@@ -332,7 +332,7 @@ class RedisStore:
                 encode_change(change),
                 repr(max(now_s, change.at.timestamp())),
                 repr(now_s - window_s),
-                job.to_json(),
+                job.to_json() if job.logins else b"",
             ],
         )
         return _text(status)  # type: ignore[return-value]
@@ -348,9 +348,10 @@ class RedisStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(keys.RULES_LOG, encode_change(change))
             pipe.incr(keys.RULES_VERSION)
-            pipe.rpush(keys.RESETTLE_JOBS, job.to_json())
-            _, version, _ = await pipe.execute()
-        return int(version)
+            if job.logins:  # a change that touches no login has nothing to re-settle
+                pipe.rpush(keys.RESETTLE_JOBS, job.to_json())
+            replies = await pipe.execute()
+        return int(replies[1])
 
     async def rule_changes(self) -> list[Change]:
         return [decode_change(e) for e in await self.redis.lrange(keys.RULES_LOG, 0, -1)]
