@@ -20,7 +20,7 @@ from engine.late import (
     touched_logins,
 )
 from engine.ledger import Ledger
-from engine.rules import Change, RuleBook
+from engine.rules import Change
 from engine.seed import parse_seed
 from engine.state import AccountState, JmAllocation
 from schemas import validate
@@ -186,8 +186,14 @@ changes:
   - {at: "2024-03-01T10:30:00Z", account: 900005, live: true}
 """
 # Each fill costs 16.00 USD (commission -16.00): coverage wants 16 x 50% = 8.00.
-FILL_A = {"deal": 1, "position": 1, "login": 900005, "commission": "-16.00",
-          "open_time": "2024-03-01T10:00:00Z", "close_time": "2024-03-01T10:10:00Z"}
+FILL_A = {
+    "deal": 1,
+    "position": 1,
+    "login": 900005,
+    "commission": "-16.00",
+    "open_time": "2024-03-01T10:00:00Z",
+    "close_time": "2024-03-01T10:10:00Z",
+}
 FILL_B = {"deal": 2, "position": 2, "login": 900005, "commission": "-16.00",
           "open_time": "2024-03-01T11:00:00Z", "close_time": "2024-03-01T11:10:00Z"}  # fmt: skip
 LIVE_EARLIER = Change(_t("2024-03-01T09:00:00Z"), "account", "900005", {"live": True})
