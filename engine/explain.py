@@ -365,7 +365,12 @@ def _reversal_steps(credits: Sequence[Credit]) -> list[Step]:
     reversals = [c for c in credits if c.kind == "reversal"]
     if not reversals:
         return []
-    why = {"update": "an update", "delete": "a delete", "resent": "a re-sent add"}
+    why = {
+        "update": "an update",
+        "delete": "a delete",
+        "resent": "a re-sent add",
+        "late_change": "a re-settlement (a back-office change effective before it came late)",
+    }
     reason = str(reversals[0].basis.get("reason", ""))
     lines = [
         f"{c.amount:.2f} {c.currency} to {c.beneficiary_type} {c.beneficiary_id} reverses its"

@@ -19,11 +19,13 @@ from redis.asyncio import Redis
 
 from agents import admin
 from agents.crm import CrmEventHandler
+from agents.explain import live_deal
 from agents.fills import FillProcessor
 from agents.late import LateResettlement
 from agents.messages import Outgoing, Record
 from agents.metrics import Metrics
 from agents.parked import ParkRelease
+from agents.settings import Settings
 from agents.storage import keys
 from agents.storage.store import RedisStore
 from engine.crm import apply_event_lines
@@ -384,3 +386,21 @@ def test_whatever_the_delays_every_deal_nets_what_the_offline_replay_gives(
 ) -> None:
     live = asyncio.run(_stream(private_redis_url, arrivals, ticks))
     assert net(live) == net(OFFLINE)
+
+
+async def test_explain_live_tells_the_re_settlement_of_a_deal(
+    redis: Redis, private_redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = await bench(redis)
+    await b.fills(*FILLS)
+    assert await b.events(MOVED) == []
+    await b.tick()
+    monkeypatch.setenv("REDIS_URL", private_redis_url)
+    explained = await live_deal(Settings(), "mt4-live-1", 12)
+    first, again = explained.revisions  # the fill, then its re-settlement
+    assert first.settlement.credits[0].beneficiary_id == "IB-1"
+    assert [c.amount for c in again.settlement.credits] == [
+        Decimal("-12.00"), Decimal("-3.00"), Decimal("-1.50"), Decimal("20.00")
+    ]  # fmt: skip
+    (reversal,) = [step for step in again.steps if step.name == "reversal"]
+    assert "re-settlement" in reversal.text
