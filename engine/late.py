@@ -62,9 +62,9 @@ def too_late(at: datetime, now: datetime, window_hours: float) -> bool:
 def touched_logins(book: RuleBook, change: Change) -> frozenset[int]:
     """The logins whose fills at or after `change.at` the change may settle differently.
 
-    `book` is the rules before the change or with it folded in: the change's own subject is
-    named by its id, and a change never alters which IBs lie below the one it changes nor which
-    accounts a client holds (only an account change does, and it names the login).
+    `book` is the rules before the change (a change never alters which IBs lie below the one
+    it changes nor which accounts a client holds: only an account change does, and it names
+    the login). A client or IB the book does not know yet (a registration) has no fills.
     Conservative: every version of a subject counts, not only those in force after `at`, so a
     login may be named that the change does not affect (its re-settlement finds nothing new).
 
@@ -80,6 +80,8 @@ def touched_logins(book: RuleBook, change: Change) -> frozenset[int]:
         return frozenset({int(change.id)})
     if subject in _ALL_LOGINS:
         return frozenset(int(login) for login in book.subjects("account"))
+    if subject in ("client", "ib") and not book.versions(subject, change.id):
+        return frozenset()  # registered by this change: nothing was settled under it
     if subject == "client":
         return _logins_of_clients(book, {change.id})
     if subject == "plan":
