@@ -331,6 +331,11 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> Engine:
                 await late_changes.run(engine.publish)
         except UNAVAILABLE as exc:
             log.warning("parked fills / late changes: trying again next tick: %s", exc)
+        except RuntimeError as exc:
+            # A login that kept conflicting with new fills for every round: the job stays and
+            # is tried again next tick (RebateLateChangesStuck if it never goes through). An
+            # exception escaping a Faust timer would stop the whole worker.
+            log.error("parked fills / late changes: trying again next tick: %s", exc)
 
     @app.timer(settings.settlement_interval_s)  # type: ignore[untyped-decorator]
     async def settle_hours() -> None:
